@@ -1,0 +1,40 @@
+# `make demo` and `make test` each set up .venv when missing, then run.
+PY ?= python3.11
+VENV := .venv
+BIN := $(VENV)/bin
+TORCH_CPU_WHEEL ?= torch==2.13.0
+STAMP := $(VENV)/.installed
+
+.PHONY: setup demo test lint bench clean
+
+$(BIN)/python:
+	$(PY) -m venv $(VENV) || python3 -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+
+# The CPU wheel of torch when no GPU is visible; otherwise pip resolves torch>=2.4 normally.
+$(STAMP): $(BIN)/python pyproject.toml
+	@if command -v nvidia-smi >/dev/null 2>&1 && nvidia-smi >/dev/null 2>&1; then \
+	  echo "GPU found: installing torch from the index"; $(BIN)/pip install -q "torch>=2.4"; \
+	else \
+	  echo "no GPU: installing the CPU torch wheel"; \
+	  $(BIN)/pip install -q "$(TORCH_CPU_WHEEL)" || $(BIN)/pip install -q torch --index-url https://download.pytorch.org/whl/cpu; \
+	fi
+	$(BIN)/pip install -q -e ".[test]"
+	@touch $(STAMP)
+
+setup: $(STAMP)
+
+demo: setup
+	$(BIN)/clicker train --config configs/demo.yaml
+
+test: setup
+	$(BIN)/python -m pytest
+
+lint: setup
+	$(BIN)/ruff check src tests benchmarks
+
+bench: setup
+	$(BIN)/python benchmarks/rollout_throughput.py
+
+clean:
+	rm -rf $(VENV) runs .pytest_cache
