@@ -9,7 +9,6 @@ STAMP := $(VENV)/.installed
 
 $(BIN)/python:
 	$(PY) -m venv $(VENV) || python3 -m venv $(VENV)
-	$(BIN)/pip install -q --upgrade pip
 
 # The CPU wheel of torch when no GPU is visible; otherwise pip resolves torch>=2.4 normally.
 $(STAMP): $(BIN)/python pyproject.toml
@@ -17,7 +16,7 @@ $(STAMP): $(BIN)/python pyproject.toml
 	  echo "GPU found: installing torch from the index"; $(BIN)/pip install -q "torch>=2.4"; \
 	else \
 	  echo "no GPU: installing the CPU torch wheel"; \
-	  $(BIN)/pip install -q "$(TORCH_CPU_WHEEL)" || $(BIN)/pip install -q torch --index-url https://download.pytorch.org/whl/cpu; \
+	  $(BIN)/pip install -q "$(TORCH_CPU_WHEEL)"; \
 	fi
 	$(BIN)/pip install -q -e ".[test]"
 	@touch $(STAMP)

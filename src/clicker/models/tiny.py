@@ -1,0 +1,161 @@
+"""The built-in tiny default: a ~0.9M-parameter Llama with a character tokenizer, warm-started.
+
+Like a pretrained LLM that RL only has to steer, it is first trained briefly (supervised) on
+task-format text from the built-in tasks, where answers are right only about a third of the time
+(see each task's `warmup_text`). So RL starts from a low but non-zero success rate: the model
+knows the format and puts some mass on the right answer, and reward has something to select.
+
+It is built reproducibly from a seed and cached under `$CLICKER_HOME/models` (default: the user
+cache dir, e.g. ~/.cache/clicker). `tiny_model_dir()` builds it on first use; the directory is a
+normal Hugging Face model directory (`AutoModelForCausalLM.from_pretrained` loads it).
+
+Command: `clicker init-model [--seed N] [--force]`.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import shutil
+import tempfile
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import torch
+from transformers import LlamaConfig, LlamaForCausalLM
+
+from clicker.models.chartok import build_char_tokenizer
+
+VERSION = 1  # bump when the recipe changes, so caches are rebuilt
+
+
+@dataclass(frozen=True)
+class TinySpec:
+    hidden: int = 128
+    layers: int = 4
+    heads: int = 4
+    intermediate: int = 384
+    max_positions: int = 1024
+    steps: int = 900
+    batch: int = 32
+    lr: float = 3e-3
+    warmup_steps: int = 50
+    # (task name, kwargs, sampling weight) of the warm-start mixture
+    mixture: tuple = (
+        ("addition", {"digits": 1}, 0.5),
+        ("addition", {"digits": 2}, 2.0),
+        ("addition", {"digits": 3}, 0.5),
+        ("letters", {}, 1.0),
+        ("keydoor", {"rooms": 2}, 1.0),
+        ("keydoor", {"rooms": 3}, 1.0),
+    )
+
+
+def clicker_home() -> Path:
+    env = os.environ.get("CLICKER_HOME")
+    if env:
+        return Path(env).expanduser()
+    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    return Path(base) / "clicker"
+
+
+def tiny_model_dir(seed: int = 0, *, force: bool = False, verbose: bool = False) -> Path:
+    """Directory of the built-in tiny model for `seed`, building it if missing."""
+    target = clicker_home() / "models" / f"tiny-v{VERSION}-seed{seed}"
+    if (target / "config.json").is_file() and not force:
+        return target
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=target.name + ".tmp-", dir=target.parent))
+    try:
+        build_tiny_model(tmp, seed=seed, verbose=verbose)
+        if force and target.exists():
+            shutil.rmtree(target)
+        try:
+            tmp.rename(target)  # atomic: readers see a whole model or none
+        except OSError:
+            if not (target / "config.json").is_file():  # lost a race only if the winner finished
+                raise
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp, ignore_errors=True)
+    return target
+
+
+def _warmup_corpus(spec: TinySpec, rng: random.Random):
+    from clicker.tasks import make_world
+
+    worlds = [(make_world(name, **kw), w) for name, kw, w in spec.mixture]
+    weights = [w for _, w in worlds]
+    counter = 0
+    while True:
+        world, _ = rng.choices(worlds, weights=weights)[0]
+        counter += 1
+        yield world.warmup_text(counter, rng)
+
+
+def build_tiny_model(out_dir: Path, seed: int = 0, spec: TinySpec = TinySpec(), verbose=False):
+    """Create, warm-start and save the tiny model + tokenizer into out_dir."""
+    tok = build_char_tokenizer()
+    torch.manual_seed(seed)
+    cfg = LlamaConfig(
+        vocab_size=len(tok),
+        hidden_size=spec.hidden,
+        intermediate_size=spec.intermediate,
+        num_hidden_layers=spec.layers,
+        num_attention_heads=spec.heads,
+        num_key_value_heads=spec.heads,
+        max_position_embeddings=spec.max_positions,
+        tie_word_embeddings=True,
+        bos_token_id=None,
+        eos_token_id=tok.eos_token_id,
+        pad_token_id=tok.pad_token_id,
+    )
+    model = LlamaForCausalLM(cfg)
+    model.train()
+    opt = torch.optim.AdamW(model.parameters(), lr=spec.lr, betas=(0.9, 0.95), weight_decay=0.01)
+    sched = torch.optim.lr_scheduler.LambdaLR(
+        opt,
+        lambda s: min(1.0, (s + 1) / spec.warmup_steps)
+        * max(0.05, 1.0 - s / spec.steps),
+    )
+    rng = random.Random(seed)
+    corpus = _warmup_corpus(spec, rng)
+    t0 = time.time()
+    losses = []
+    for step in range(spec.steps):
+        texts = [next(corpus) for _ in range(spec.batch)]
+        rows = [tok.encode(t, add_special_tokens=False)[: spec.max_positions - 1] for t in texts]
+        rows = [r + [tok.eos_token_id] for r in rows]
+        T = max(len(r) for r in rows)
+        ids = torch.full((len(rows), T), tok.pad_token_id, dtype=torch.long)
+        mask = torch.zeros((len(rows), T), dtype=torch.long)
+        for i, r in enumerate(rows):
+            ids[i, : len(r)] = torch.tensor(r)
+            mask[i, : len(r)] = 1
+        labels = ids.masked_fill(mask == 0, -100)
+        loss = model(input_ids=ids, attention_mask=mask, labels=labels).loss
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        opt.step()
+        sched.step()
+        losses.append(loss.item())
+        if verbose and (step % 100 == 0 or step == spec.steps - 1):
+            print(f"  warm-start step {step:4d}  loss {loss.item():.3f}  ({time.time() - t0:.0f}s)")
+    model.eval()
+    out_dir = Path(out_dir)
+    model.save_pretrained(out_dir)
+    tok.save_pretrained(out_dir)
+    n_params = sum(p.numel() for p in model.parameters())
+    info = {
+        "version": VERSION,
+        "seed": seed,
+        "parameters": n_params,
+        "final_loss": sum(losses[-20:]) / max(1, len(losses[-20:])),
+        "seconds": round(time.time() - t0, 1),
+        "spec": asdict(spec),
+    }
+    (out_dir / "clicker_tiny.json").write_text(json.dumps(info, indent=1, default=str))
+    return info
