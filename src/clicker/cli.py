@@ -1,0 +1,130 @@
+"""The `clicker` command: train, eval, init-model.
+
+Bad input (unknown task or method, a field of the wrong type, a missing model directory, an
+unreadable YAML) prints one line naming what is wrong and exits with code 2, without a
+traceback (set CLICKER_DEBUG=1 to see one). Everything is checked before a run directory is
+touched, so nothing already written there is lost.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from pathlib import Path
+from typing import Annotated, Optional
+
+import click
+import typer
+
+from clicker.core.config import Config, ConfigError, load_config
+
+app = typer.Typer(add_completion=False, pretty_exceptions_enable=False, no_args_is_help=True,
+                  help="Clicker: RL for language-model policies with dense credit.")
+
+ConfigOpt = Annotated[Optional[Path], typer.Option("--config", "-c", help="YAML config file")]
+SetOpt = Annotated[list[str], typer.Option("--set", "-s", help="override: key.sub=value")]
+
+
+def _check(cfg: Config) -> None:
+    """Fail fast on anything that would fail later: task, credit sources, model directory."""
+    from clicker.credit import make_credit
+    from clicker.tasks import make_world
+
+    make_world(cfg.task.name, **cfg.task.args)
+    make_credit(cfg.credit)
+    if cfg.model.path is not None and not (Path(cfg.model.path) / "config.json").is_file():
+        raise ConfigError(f"model.path: no model directory (config.json) at {cfg.model.path}")
+
+
+@app.command()
+def train(
+    config: ConfigOpt = None,
+    set_: SetOpt = [],  # noqa: B006 - typer reads the default, never mutates it
+    run_dir: Annotated[Optional[Path], typer.Option(help="run directory")] = None,
+    resume: Annotated[Optional[Path], typer.Option(help="continue the run in this dir")] = None,
+) -> None:
+    """Train a policy (default: GRPO on 2-digit addition with the built-in tiny model)."""
+    from clicker.train.loop import train as run_training
+
+    if resume is not None:
+        if config is not None:
+            raise ConfigError("--resume reads the run's own config.yaml; drop --config")
+        if not (resume / "config.yaml").is_file():
+            raise ConfigError(f"--resume: no run (config.yaml) in {resume}")
+        config, run_dir = resume / "config.yaml", resume
+    cfg = load_config(config, set_)
+    _check(cfg)
+    summary = run_training(cfg, run_dir, resume=resume is not None)
+    before, after = summary["initial_eval_success"], summary["final_eval_success"]
+    if before is not None and after is not None and resume is None:
+        typer.echo(f"held-out success: before {before:.3f} -> after {after:.3f}")
+    typer.echo(f"run directory: {summary['run_dir']}")
+
+
+@app.command("eval")
+def evaluate_cmd(
+    model: Annotated[Optional[Path], typer.Option(help="model dir or run dir (default: tiny)")] = None,
+    config: ConfigOpt = None,
+    set_: SetOpt = [],  # noqa: B006
+    problems: Annotated[int, typer.Option(min=1, help="held-out problems")] = 128,
+    temperature: Annotated[float, typer.Option(min=0.0, help="0 = greedy")] = 0.0,
+    split: Annotated[str, typer.Option(help="test | train")] = "test",
+) -> None:
+    """Held-out success of a model (or a run's latest checkpoint) on a task."""
+    from clicker.models.policy import Policy
+    from clicker.tasks import make_world
+    from clicker.train.checkpoint import latest_checkpoint
+    from clicker.train.loop import evaluate
+
+    if split not in ("test", "train"):
+        raise ConfigError(f"--split must be test or train, got {split!r}")
+    if model is not None and (model / "config.yaml").is_file() and config is None:
+        config = model / "config.yaml"  # a run dir: its task, its latest checkpoint
+        ckpt = latest_checkpoint(model)
+        if ckpt is None:
+            raise ConfigError(f"run {model} has no checkpoint yet")
+        model = ckpt
+    cfg = load_config(config, set_)
+    if model is not None and not (model / "config.json").is_file():
+        raise ConfigError(f"--model: no model directory (config.json) at {model}")
+    world = make_world(cfg.task.name, **cfg.task.args)
+    policy = Policy.load(model or cfg.model.path, device=cfg.model.device, dtype=cfg.model.dtype,
+                         tiny_seed=cfg.model.tiny_seed)
+    r = evaluate(policy, world, problems, temperature=temperature, seed=cfg.train.seed,
+                 max_turns=cfg.rollout.max_turns, split=split)
+    typer.echo(json.dumps({"task": cfg.task.name, "split": split, "success": r.success,
+                           "reward": r.reward, "episodes": r.episodes}))
+
+
+@app.command("init-model")
+def init_model(
+    seed: Annotated[int, typer.Option(help="seed of the built-in tiny model")] = 0,
+    force: Annotated[bool, typer.Option(help="rebuild even if cached")] = False,
+) -> None:
+    """Build (or find cached) the built-in tiny model and print its directory."""
+    from clicker.models.tiny import tiny_model_dir
+
+    typer.echo(str(tiny_model_dir(seed, force=force, verbose=True)))
+
+
+def main() -> None:
+    debug = bool(os.environ.get("CLICKER_DEBUG"))
+    try:
+        app(standalone_mode=False)
+    except click.ClickException as e:  # usage errors: click prints them, exit 2
+        e.show()
+        sys.exit(e.exit_code)
+    except (click.exceptions.Abort, KeyboardInterrupt):
+        typer.echo("interrupted", err=True)
+        sys.exit(130)
+    except (ConfigError, ValueError, FileNotFoundError, ImportError, TypeError) as e:
+        if debug:
+            raise
+        msg = str(e).splitlines()[0] if str(e) else type(e).__name__
+        typer.echo(f"clicker: error: {msg}", err=True)
+        sys.exit(2)
+
+
+if __name__ == "__main__":
+    main()

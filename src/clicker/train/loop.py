@@ -1,0 +1,182 @@
+"""The training loop. It reads top to bottom: rollout -> credit -> update -> log -> checkpoint.
+
+`train(cfg)` runs a whole run in a run directory: the resolved `config.yaml`, `metrics.jsonl`,
+TensorBoard events and atomic HF-format checkpoints. `train(cfg, resume=True)` continues a run
+from its latest checkpoint (model, optimizer, RNG states, credit models, counters).
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from clicker.core.config import Config, dump_config
+from clicker.core.types import Batch
+from clicker.credit import make_credit
+from clicker.models.policy import Policy
+from clicker.rollout.runner import RolloutSettings, run_episodes
+from clicker.rollout.sampler import Sampler
+from clicker.tasks import make_world
+from clicker.tasks.base import World
+from clicker.train.checkpoint import (
+    latest_checkpoint,
+    load_trainer_state,
+    rng_state,
+    save_checkpoint,
+    set_rng_state,
+    write_atomic,
+)
+from clicker.train.metrics import MetricsLog
+from clicker.train.progress import TrainProgress
+from clicker.train.update import policy_update
+
+EVAL_SEED_OFFSET = 1_000_003  # eval draws are fixed per run, so curves compare like with like
+
+
+@dataclass(frozen=True)
+class EvalResult:
+    success: float
+    reward: float
+    episodes: int
+
+
+def evaluate(
+    policy: Policy, world: World, n: int, *, temperature: float = 0.0, seed: int = 0,
+    max_turns: int | None = None, split: str = "test",
+) -> EvalResult:
+    """Held-out success: one episode per problem on the first n problems of the split."""
+    gen = torch.Generator(device=policy.device).manual_seed(seed + EVAL_SEED_OFFSET)
+    settings = RolloutSettings(group_size=1, temperature=temperature, max_turns=max_turns)
+    eps = []
+    chunk = 64
+    sampler = Sampler(policy.model, policy.tokenizer)
+    for start in range(0, n, chunk):
+        idx = list(range(start, min(n, start + chunk)))
+        eps += run_episodes(policy, world, split, idx, settings, gen, sampler)  # type: ignore[arg-type]
+    return EvalResult(
+        success=sum(e.success for e in eps) / len(eps),
+        reward=sum(e.reward for e in eps) / len(eps),
+        episodes=len(eps),
+    )
+
+
+def default_run_dir(cfg: Config) -> Path:
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    return Path("runs") / f"{stamp}-{cfg.task.name}-{'+'.join(cfg.credit.sources)}"
+
+
+def train(cfg: Config, run_dir: Path | None = None, *, resume: bool = False) -> dict:
+    """Train a policy as configured; returns the run summary (also in summary.json)."""
+    run_dir = Path(run_dir or cfg.train.run_dir or default_run_dir(cfg))
+    run_dir.mkdir(parents=True, exist_ok=True)
+    ckpt = latest_checkpoint(run_dir) if resume else None
+    if resume and ckpt is None and (run_dir / "metrics.jsonl").exists():
+        raise ValueError(f"cannot resume {run_dir}: it has metrics but no finished checkpoint")
+    write_atomic(run_dir / "config.yaml", dump_config(cfg))
+
+    # --- set-up: world, policy, optimizer, credit, reference -----------------------------
+    torch.manual_seed(cfg.train.seed)
+    world = make_world(cfg.task.name, **cfg.task.args)
+    initial = Policy.load(cfg.model.path, device=cfg.model.device, dtype=cfg.model.dtype,
+                          tiny_seed=cfg.model.tiny_seed)
+    policy = initial
+    if ckpt is not None:
+        policy = Policy.load(ckpt, device=cfg.model.device, dtype=cfg.model.dtype)
+    reference = None
+    if cfg.update.kl_coef > 0:
+        reference = (initial.model if ckpt is not None else copy.deepcopy(initial.model)).eval()
+        reference.requires_grad_(False)
+    u = cfg.update
+    optimizer = torch.optim.AdamW(policy.model.parameters(), lr=u.lr, weight_decay=u.weight_decay,
+                                  betas=(0.9, 0.99))
+    credit = make_credit(cfg.credit)
+    generator = torch.Generator(device=policy.device).manual_seed(cfg.train.seed)
+    cpu_gen = torch.Generator().manual_seed(cfg.train.seed + 1)
+    sampler = Sampler(policy.model, policy.tokenizer)
+    settings = RolloutSettings(cfg.rollout.group_size, cfg.rollout.temperature, cfg.rollout.top_p,
+                               cfg.rollout.max_action_tokens, cfg.rollout.max_turns)
+    start, world_tokens = 0, 0
+    if ckpt is not None:
+        state = load_trainer_state(ckpt)
+        optimizer.load_state_dict(state["optimizer"])
+        set_rng_state(state["rng"], generator)
+        cpu_gen.set_state(state["rng"]["cpu_gen"])
+        credit.load_state_dict(state["credit"])
+        start, world_tokens = state["iteration"] + 1, state["world_tokens"]
+    log = MetricsLog(run_dir, resume_from_iteration=start - 1 if resume else None)
+    if not resume and log.path.stat().st_size > 0:
+        raise ValueError(f"run directory {run_dir} already has metrics; use --resume or a new dir")
+
+    def checkpoint(it: int) -> None:
+        rng = rng_state(generator) | {"cpu_gen": cpu_gen.get_state()}
+        state = {"optimizer": optimizer.state_dict(), "rng": rng, "iteration": it,
+                 "world_tokens": world_tokens, "credit": credit.state_dict()}
+        save_checkpoint(run_dir, it, policy, state, keep=cfg.train.keep_checkpoints)
+
+    def held_out() -> float:
+        r = evaluate(policy, world, cfg.train.eval_problems, temperature=cfg.train.eval_temperature,
+                     seed=cfg.train.seed, max_turns=cfg.rollout.max_turns)
+        return r.success
+
+    tc = cfg.train
+    first_eval = held_out() if (start == 0 and tc.eval_every) else None
+    progress = TrainProgress(tc.iterations, start, enabled=tc.progress)
+    if first_eval is not None:
+        log.log(-1, {"world/tokens": 0, "eval/success": first_eval})
+        progress.update(start, held_out=first_eval, world_tokens=0)
+    it = start - 1
+    last_eval = first_eval
+    try:
+        for it in range(start, tc.iterations):
+            if tc.world_token_budget and world_tokens >= tc.world_token_budget:
+                break
+            t0 = time.time()
+            # --- rollout ------------------------------------------------------------------
+            base = tc.seed * 10_000_019 + it * cfg.rollout.prompts
+            indices = [base + j for j in range(cfg.rollout.prompts)]
+            episodes = run_episodes(policy, world, "train", indices, settings, generator, sampler)
+            t_roll = time.time() - t0
+            batch = Batch.from_episodes(episodes, policy.pad_id)
+            world_tokens += sum(e.world_tokens for e in episodes)
+            # --- credit -------------------------------------------------------------------
+            credit_out = credit(batch)
+            # --- update -------------------------------------------------------------------
+            result = policy_update(policy, optimizer, batch, credit_out.advantages, cfg.update,
+                                   temperature=cfg.rollout.temperature or 1.0,
+                                   reference=reference, generator=cpu_gen)
+            # --- log ----------------------------------------------------------------------
+            action_tokens = sum(e.num_action_tokens for e in episodes)
+            m = {
+                "world/tokens": world_tokens,
+                "world/tokens_iter": sum(e.world_tokens for e in episodes),
+                "rollout/success": sum(e.success for e in episodes) / len(episodes),
+                "rollout/reward": float(batch.rewards.mean()),
+                "rollout/action_tokens_mean": action_tokens / len(episodes),
+                "rollout/truncated": sum(e.truncated for e in episodes) / len(episodes),
+                "rollout/tokens_per_s": action_tokens / max(t_roll, 1e-9),
+                "time/rollout_s": t_roll,
+                "time/iteration_s": time.time() - t0,
+            } | credit_out.metrics | result.metrics
+            if tc.eval_every and ((it + 1) % tc.eval_every == 0 or it + 1 == tc.iterations):
+                last_eval = m["eval/success"] = held_out()
+            log.log(it, m)
+            progress.update(it + 1, train=m["rollout/success"], held_out=last_eval,
+                            world_tokens=world_tokens)
+            # --- checkpoint ---------------------------------------------------------------
+            if tc.checkpoint_every and (it + 1) % tc.checkpoint_every == 0:
+                checkpoint(it)
+    finally:
+        progress.close()
+        log.close()
+    if it >= start:
+        checkpoint(it)
+    summary = {"run_dir": str(run_dir), "iterations": it + 1, "world_tokens": world_tokens,
+               "initial_eval_success": first_eval, "final_eval_success": last_eval}
+    write_atomic(run_dir / "summary.json", json.dumps(summary, indent=1))
+    return summary
+

@@ -1,0 +1,112 @@
+"""The one policy update every method shares.
+
+Token-level clipped policy gradient with the importance ratio taken against the sampling
+log-probs (PPO; GRPO; DAPO clip-higher), an optional k3 KL penalty to a frozen reference policy,
+gradient accumulation over micro-batches and gradient-norm clipping. Methods differ only in the
+advantages they pass in.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+
+from clicker.core.config import UpdateConfig
+from clicker.core.losses import aggregate, clipped_pg_loss, kl_k3, token_logprobs
+from clicker.core.types import Batch
+from clicker.models.policy import Policy
+
+
+@dataclass
+class UpdateResult:
+    metrics: dict[str, float]
+    skipped: bool  # True when a non-finite loss or gradient made us skip the step
+
+
+def _chunks(idx: torch.Tensor, n: int) -> list[torch.Tensor]:
+    return [c for c in torch.tensor_split(idx, n) if c.numel()]
+
+
+def policy_update(
+    policy: Policy,
+    optimizer: torch.optim.Optimizer,
+    batch: Batch,
+    advantages: torch.Tensor,
+    cfg: UpdateConfig,
+    *,
+    temperature: float = 1.0,
+    reference: torch.nn.Module | None = None,
+    generator: torch.Generator | None = None,
+) -> UpdateResult:
+    """Run cfg.epochs x cfg.minibatches optimizer steps on one batch.
+
+    advantages (B, T) float, 0 off batch.action_mask.
+    """
+    model = policy.model
+    model.train()
+    dev = policy.device
+    batch = batch.to(dev)
+    advantages = advantages.to(dev)
+    B, T = batch.shape
+    max_tokens = int(batch.action_mask.sum(-1).max())
+    sums: dict[str, float] = {}
+    counts = 0
+    skipped = 0
+    for _ in range(cfg.epochs):
+        order = torch.randperm(B, generator=generator)
+        for mb in _chunks(order, cfg.minibatches):
+            mb_tokens = batch.action_mask[mb].sum().clamp(min=1)
+            optimizer.zero_grad(set_to_none=True)
+            micro = cfg.micro_batch or len(mb)
+            stats: dict[str, float] = {}
+            finite = True
+            for part in _chunks(mb, math.ceil(len(mb) / micro)):
+                ids, att = batch.input_ids[part], batch.attention_mask[part]
+                act = batch.action_mask[part]
+                logits = model(input_ids=ids, attention_mask=att.long()).logits[:, :-1]
+                logp, ent = token_logprobs(logits, ids[:, 1:], temperature)
+                act, old, adv = act[:, 1:], batch.old_logprobs[part][:, 1:], advantages[part][:, 1:]
+                pg, st = clipped_pg_loss(
+                    logp, old, adv, act, clip_low=cfg.clip_low, clip_high=cfg.clip_high,
+                    aggregation=cfg.aggregation, max_tokens=max_tokens,
+                )
+                loss = pg
+                if cfg.kl_coef > 0 and reference is not None:
+                    with torch.no_grad():
+                        ref_logits = reference(input_ids=ids, attention_mask=att.long()).logits
+                        ref_logp, _ = token_logprobs(ref_logits[:, :-1], ids[:, 1:], temperature)
+                    kl = aggregate(kl_k3(logp, ref_logp), act, cfg.aggregation, max_tokens)
+                    loss = loss + cfg.kl_coef * kl
+                    st["kl_ref"] = kl.detach()
+                # weight each micro-batch so the sum equals the aggregation over the minibatch
+                if cfg.aggregation == "token":
+                    weight = act.sum() / mb_tokens
+                else:
+                    weight = torch.tensor(len(part) / len(mb))
+                if not torch.isfinite(loss):
+                    finite = False
+                    break
+                (loss * weight).backward()
+                st["loss"] = loss.detach()
+                st["entropy"] = (ent.detach() * act).sum() / act.sum().clamp(min=1)
+                for k, v in st.items():
+                    stats[k] = stats.get(k, 0.0) + float(v) * float(weight)
+            grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.max_grad_norm)
+            if not finite or not torch.isfinite(grad_norm):
+                optimizer.zero_grad(set_to_none=True)
+                skipped += 1
+                continue
+            optimizer.step()
+            stats["grad_norm"] = float(grad_norm)
+            for k, v in stats.items():
+                sums[k] = sums.get(k, 0.0) + v
+            counts += 1
+    model.eval()
+    names = {"loss": "loss/policy", "kl_ref": "loss/kl_ref", "entropy": "policy/entropy",
+             "approx_kl": "policy/approx_kl", "clip_frac": "policy/clip_frac",
+             "ratio_mean": "policy/ratio_mean", "grad_norm": "loss/grad_norm"}
+    metrics = {names[k]: v / max(counts, 1) for k, v in sums.items()}
+    metrics["loss/skipped_steps"] = float(skipped)
+    return UpdateResult(metrics, skipped > 0 and counts == 0)
