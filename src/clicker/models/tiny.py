@@ -38,16 +38,17 @@ class TinySpec:
     heads: int = 4
     intermediate: int = 384
     max_positions: int = 1024
-    steps: int = 900
-    batch: int = 32
-    lr: float = 3e-3
+    steps: int = 1200
+    batch_tokens: int = 2048  # characters per step
+    max_rows: int = 128
+    lr: float = 2e-3
     warmup_steps: int = 50
     # (task name, kwargs, sampling weight) of the warm-start mixture
     mixture: tuple = (
         ("addition", {"digits": 1}, 0.5),
-        ("addition", {"digits": 2}, 2.0),
+        ("addition", {"digits": 2}, 5.0),
         ("addition", {"digits": 3}, 0.5),
-        ("letters", {}, 1.0),
+        ("letters", {}, 1.5),
         ("keydoor", {"rooms": 2}, 1.0),
         ("keydoor", {"rooms": 3}, 1.0),
     )
@@ -83,16 +84,23 @@ def tiny_model_dir(seed: int = 0, *, force: bool = False, verbose: bool = False)
     return target
 
 
-def _warmup_corpus(spec: TinySpec, rng: random.Random):
+def _warmup_batches(spec: TinySpec, rng: random.Random):
+    """Endless batches of warm-start texts, each from one task so lengths match (no padding
+    waste); a batch holds about `spec.batch_tokens` characters."""
     from clicker.tasks import make_world
 
-    worlds = [(make_world(name, **kw), w) for name, kw, w in spec.mixture]
-    weights = [w for _, w in worlds]
+    worlds = [make_world(name, **kw) for name, kw, _ in spec.mixture]
+    weights = [w for _, _, w in spec.mixture]
     counter = 0
     while True:
-        world, _ = rng.choices(worlds, weights=weights)[0]
-        counter += 1
-        yield world.warmup_text(counter, rng)
+        world = rng.choices(worlds, weights=weights)[0]
+        texts: list[str] = []
+        size = 0
+        while size < spec.batch_tokens and len(texts) < spec.max_rows:
+            counter += 1
+            texts.append(world.warmup_text(counter, rng))
+            size += len(texts[-1])
+        yield texts
 
 
 def build_tiny_model(out_dir: Path, seed: int = 0, spec: TinySpec = TinySpec(), verbose=False):
@@ -121,11 +129,11 @@ def build_tiny_model(out_dir: Path, seed: int = 0, spec: TinySpec = TinySpec(), 
         * max(0.05, 1.0 - s / spec.steps),
     )
     rng = random.Random(seed)
-    corpus = _warmup_corpus(spec, rng)
+    batches = _warmup_batches(spec, rng)
     t0 = time.time()
     losses = []
     for step in range(spec.steps):
-        texts = [next(corpus) for _ in range(spec.batch)]
+        texts = next(batches)
         rows = [tok.encode(t, add_special_tokens=False)[: spec.max_positions - 1] for t in texts]
         rows = [r + [tok.eos_token_id] for r in rows]
         T = max(len(r) for r in rows)

@@ -75,9 +75,11 @@ def train(cfg: Config, run_dir: Path | None = None, *, resume: bool = False) -> 
     run_dir = Path(run_dir or cfg.train.run_dir or default_run_dir(cfg))
     run_dir.mkdir(parents=True, exist_ok=True)
     ckpt = latest_checkpoint(run_dir) if resume else None
-    if resume and ckpt is None and (run_dir / "metrics.jsonl").exists():
+    has_metrics = (run_dir / "metrics.jsonl").is_file() and (run_dir / "metrics.jsonl").stat().st_size
+    if resume and ckpt is None and has_metrics:
         raise ValueError(f"cannot resume {run_dir}: it has metrics but no finished checkpoint")
-    write_atomic(run_dir / "config.yaml", dump_config(cfg))
+    if not resume and has_metrics:
+        raise ValueError(f"run directory {run_dir} already has metrics; use --resume or a new dir")
 
     # --- set-up: world, policy, optimizer, credit, reference -----------------------------
     torch.manual_seed(cfg.train.seed)
@@ -108,9 +110,8 @@ def train(cfg: Config, run_dir: Path | None = None, *, resume: bool = False) -> 
         cpu_gen.set_state(state["rng"]["cpu_gen"])
         credit.load_state_dict(state["credit"])
         start, world_tokens = state["iteration"] + 1, state["world_tokens"]
+    write_atomic(run_dir / "config.yaml", dump_config(cfg))
     log = MetricsLog(run_dir, resume_from_iteration=start - 1 if resume else None)
-    if not resume and log.path.stat().st_size > 0:
-        raise ValueError(f"run directory {run_dir} already has metrics; use --resume or a new dir")
 
     def checkpoint(it: int) -> None:
         rng = rng_state(generator) | {"cpu_gen": cpu_gen.get_state()}
