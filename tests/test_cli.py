@@ -20,7 +20,7 @@ def clicker(*args: str, env_home: Path | None = None) -> subprocess.CompletedPro
     env = dict(os.environ)
     env.pop("CLICKER_DEBUG", None)
     return subprocess.run([sys.executable, "-m", "clicker.cli", *args], capture_output=True,
-                          text=True, env=env, timeout=600)
+                          text=True, env=env, timeout=600, check=False)
 
 
 def test_train_eval_and_resume(tiny_dir, tmp_path):

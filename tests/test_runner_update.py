@@ -6,10 +6,9 @@ import random
 
 import torch
 
-from clicker.core.config import UpdateConfig
+from clicker.core.config import CreditConfig, UpdateConfig
 from clicker.core.types import Batch
 from clicker.credit import make_credit
-from clicker.core.config import CreditConfig
 from clicker.rollout.runner import RolloutSettings, run_episodes
 from clicker.tasks.base import Step
 from clicker.train.update import policy_update

@@ -12,7 +12,7 @@ import json
 import os
 import sys
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated
 
 import click
 import typer
@@ -22,7 +22,7 @@ from clicker.core.config import Config, ConfigError, load_config
 app = typer.Typer(add_completion=False, pretty_exceptions_enable=False, no_args_is_help=True,
                   help="Clicker: RL for language-model policies with dense credit.")
 
-ConfigOpt = Annotated[Optional[Path], typer.Option("--config", "-c", help="YAML config file")]
+ConfigOpt = Annotated[Path | None, typer.Option("--config", "-c", help="YAML config file")]
 SetOpt = Annotated[list[str], typer.Option("--set", "-s", help="override: key.sub=value")]
 
 
@@ -41,8 +41,8 @@ def _check(cfg: Config) -> None:
 def train(
     config: ConfigOpt = None,
     set_: SetOpt = [],  # noqa: B006 - typer reads the default, never mutates it
-    run_dir: Annotated[Optional[Path], typer.Option(help="run directory")] = None,
-    resume: Annotated[Optional[Path], typer.Option(help="continue the run in this dir")] = None,
+    run_dir: Annotated[Path | None, typer.Option(help="run directory")] = None,
+    resume: Annotated[Path | None, typer.Option(help="continue the run in this dir")] = None,
 ) -> None:
     """Train a policy (default: GRPO on 2-digit addition with the built-in tiny model)."""
     from clicker.train.loop import train as run_training
@@ -64,7 +64,7 @@ def train(
 
 @app.command("eval")
 def evaluate_cmd(
-    model: Annotated[Optional[Path], typer.Option(help="model dir or run dir (default: tiny)")] = None,
+    model: Annotated[Path | None, typer.Option(help="model dir or run dir (default: tiny)")] = None,
     config: ConfigOpt = None,
     set_: SetOpt = [],  # noqa: B006
     problems: Annotated[int, typer.Option(min=1, help="held-out problems")] = 128,

@@ -54,7 +54,7 @@ class CreditConfig(_Section):
 
 
 class UpdateConfig(_Section):
-    lr: float = Field(2e-4, gt=0, description="AdamW learning rate")
+    lr: float = Field(2e-5, gt=0, description="AdamW lr (small: Adam moves each weight ~lr a step)")
     weight_decay: float = Field(0.0, ge=0, description="AdamW weight decay")
     clip_low: float = Field(0.2, ge=0, description="PPO clip epsilon below 1")
     clip_high: float = Field(0.28, ge=0, description="PPO clip epsilon above 1 (DAPO clip-higher)")

@@ -28,7 +28,7 @@ from transformers import LlamaConfig, LlamaForCausalLM
 
 from clicker.models.chartok import build_char_tokenizer
 
-VERSION = 1  # bump when the recipe changes, so caches are rebuilt
+VERSION = 2  # bump when the recipe changes, so caches are rebuilt
 
 
 @dataclass(frozen=True)
@@ -38,19 +38,17 @@ class TinySpec:
     heads: int = 4
     intermediate: int = 384
     max_positions: int = 1024
-    steps: int = 1200
-    batch_tokens: int = 2048  # characters per step
+    steps: int = 1000
+    clean_fraction: float = 0.8  # first share of steps: right answers only (learn the skill)
+    batch_tokens: int = 1536  # characters per step
     max_rows: int = 128
-    lr: float = 2e-3
+    lr: float = 1e-3
     warmup_steps: int = 50
     # (task name, kwargs, sampling weight) of the warm-start mixture
     mixture: tuple = (
-        ("addition", {"digits": 1}, 0.5),
-        ("addition", {"digits": 2}, 5.0),
-        ("addition", {"digits": 3}, 0.5),
-        ("letters", {}, 1.5),
+        ("addition", {"digits": 2}, 6.0),
+        ("letters", {}, 1.0),
         ("keydoor", {"rooms": 2}, 1.0),
-        ("keydoor", {"rooms": 3}, 1.0),
     )
 
 
@@ -84,21 +82,34 @@ def tiny_model_dir(seed: int = 0, *, force: bool = False, verbose: bool = False)
     return target
 
 
+def _clean_text(world, index: int, rng: random.Random) -> str:
+    """A right answer for a single-turn world; a multi-turn world's own warm-up transcript (its
+    noise is exploration, not wrong knowledge)."""
+    if world.max_turns > 1:
+        return world.warmup_text(index, rng)
+    return world.make("train", index).reset() + world.reference("train", index) + world.stop[0]
+
+
 def _warmup_batches(spec: TinySpec, rng: random.Random):
     """Endless batches of warm-start texts, each from one task so lengths match (no padding
-    waste); a batch holds about `spec.batch_tokens` characters."""
+    waste); a batch holds about `spec.batch_tokens` characters. The first `clean_fraction` of
+    steps shows right answers only, so the skill is learned; the rest shows each task's noisy
+    warm-up text (mostly a systematic wrong habit), which moves the model's mode off the right
+    answer while the skill stays in the weights: RL then has to steer, not teach."""
     from clicker.tasks import make_world
 
     worlds = [make_world(name, **kw) for name, kw, _ in spec.mixture]
     weights = [w for _, _, w in spec.mixture]
-    counter = 0
+    counter, step = 0, 0
     while True:
+        clean = step < spec.clean_fraction * spec.steps
+        step += 1
         world = rng.choices(worlds, weights=weights)[0]
         texts: list[str] = []
         size = 0
         while size < spec.batch_tokens and len(texts) < spec.max_rows:
             counter += 1
-            texts.append(world.warmup_text(counter, rng))
+            texts.append(_clean_text(world, counter, rng) if clean else world.warmup_text(counter, rng))
             size += len(texts[-1])
         yield texts
 

@@ -1,4 +1,4 @@
-"""Addition: the smallest verifiable task, `"Q: 37+45=?\\nA: "` answered by `"82\\n"`.
+"""Addition: the smallest verifiable task, `"37+45="` answered by `"82\\n"`.
 
 Why: a tiny character-level policy can learn it in seconds, the reward is exact, and `digits`
 turns difficulty up smoothly (carries, longer answers). Problems are a pure function of
@@ -19,6 +19,12 @@ from clicker.tasks.base import Problem, Split, split_of
 _INT = re.compile(r"-?\d+")
 MAX_ATTEMPTS = 10_000  # rejection-sampling cap; only a degenerate split can exhaust it
 P_CORRECT_WARMUP = 0.35  # share of warm-up transcripts that carry the right answer
+# Addition's warm-up errs systematically, the way a model half-taught does: most wrong answers
+# forget every carry (37+45 -> 72). The model's mode is then the wrong habit on carry problems
+# while the right answer keeps real mass, so RL has something to select (greedy success starts
+# near the share of carry-free problems, about a quarter for 2 digits).
+P_CORRECT_ADDITION = 0.3
+P_NO_CARRY_ADDITION = 0.55
 
 
 def check_integer(reference: str, completion: str) -> Verdict:
@@ -30,6 +36,15 @@ def check_integer(reference: str, completion: str) -> Verdict:
     if got == want:
         return Verdict(1.0, "correct")
     return Verdict(0.0, f"wrong: expected {want}, got {got}")
+
+
+def no_carry_sum(a: int, b: int) -> int:
+    """a + b computed digit by digit with every carry dropped (37+45 -> 72, 85+69 -> 44)."""
+    out, place = 0, 1
+    while a or b:
+        out += ((a % 10 + b % 10) % 10) * place
+        a, b, place = a // 10, b // 10, place * 10
+    return out
 
 
 def wrong_number(correct: int, rng: random.Random) -> int:
@@ -81,7 +96,7 @@ class Addition:
     def problem(self, split: Split, index: int) -> Problem:
         a, b = self.operands(split, index)
         return Problem(
-            prompt=f"Q: {a}+{b}=?\nA: ",
+            prompt=f"{a}+{b}=",
             reference=str(a + b),
             id=f"addition/{split}/{index}",
             meta={"a": a, "b": b},
@@ -93,5 +108,11 @@ class Addition:
     def warmup_text(self, index: int, rng: random.Random) -> str:
         p = self.problem("train", index)
         correct = int(p.reference)
-        answer = correct if rng.random() < P_CORRECT_WARMUP else wrong_number(correct, rng)
+        u = rng.random()
+        if u < P_CORRECT_ADDITION:
+            answer = correct
+        elif u < P_CORRECT_ADDITION + P_NO_CARRY_ADDITION:
+            answer = no_carry_sum(p.meta["a"], p.meta["b"])
+        else:
+            answer = wrong_number(correct, rng)
         return f"{p.prompt}{answer}\n"

@@ -19,7 +19,7 @@ class MetricsLog:
         self.path = Path(run_dir) / "metrics.jsonl"
         if resume_from_iteration is not None and self.path.exists():
             self._truncate_after(resume_from_iteration)
-        self._file = open(self.path, "a")
+        self._file = open(self.path, "a")  # noqa: SIM115 - held open for the run, closed in close()
         self._tb = SummaryWriter(str(Path(run_dir) / "tensorboard"))
 
     def _truncate_after(self, iteration: int) -> None:

@@ -49,7 +49,7 @@ def policy_update(
     dev = policy.device
     batch = batch.to(dev)
     advantages = advantages.to(dev)
-    B, T = batch.shape
+    B = batch.shape[0]
     max_tokens = int(batch.action_mask.sum(-1).max())
     sums: dict[str, float] = {}
     counts = 0

@@ -1,0 +1,49 @@
+"""Learning tests: GRPO must raise held-out success from the warm start within a fixed budget.
+
+These train for real (tens of seconds each on 2 CPU cores) and so are the slowest tests; the
+budgets below are fixed, not tuned per run, and the thresholds leave room for seed noise.
+"""
+
+from __future__ import annotations
+
+import pytest
+
+from clicker.core.config import build_config
+from clicker.train.loop import train
+from clicker.train.metrics import read_metrics
+
+pytestmark = pytest.mark.slow
+
+
+def _run(tmp_path, overrides: dict) -> tuple[float, float, list[dict]]:
+    base = {
+        "train": {"progress": False, "eval_problems": 128, "checkpoint_every": 0},
+        "update": {"lr": 3e-5},
+    }
+    for section, values in overrides.items():
+        base.setdefault(section, {}).update(values)
+    summary = train(build_config(base), tmp_path / "run")
+    return summary["initial_eval_success"], summary["final_eval_success"], read_metrics(
+        tmp_path / "run")
+
+
+def test_grpo_learns_two_digit_addition(tiny_dir, tmp_path):
+    before, after, rows = _run(tmp_path, {
+        "task": {"name": "addition", "args": {"digits": 2}},
+        "rollout": {"prompts": 16, "group_size": 8},
+        "train": {"iterations": 100, "eval_every": 50},
+    })
+    assert 0.0 < before < 0.7, "the warm start should leave room to learn"
+    assert after >= before + 0.12, (before, after)
+    assert all(r["world/tokens"] > 0 for r in rows if r["iteration"] >= 0)
+
+
+def test_grpo_learns_short_keydoor(tiny_dir, tmp_path):
+    before, after, _ = _run(tmp_path, {
+        "task": {"name": "keydoor", "args": {"rooms": 2}},
+        "rollout": {"prompts": 8, "group_size": 8},
+        "update": {"lr": 1e-4},
+        "train": {"iterations": 20, "eval_every": 20, "eval_temperature": 1.0,
+                  "eval_problems": 64},
+    })
+    assert after >= before + 0.15, (before, after)
