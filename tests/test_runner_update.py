@@ -112,3 +112,21 @@ def test_microbatching_matches_full_batch(random_policy):
         policy_update(pol, opt, batch, adv, UpdateConfig(micro_batch=micro, max_grad_norm=1e9))
         grads.append(torch.cat([p.grad.flatten() for p in pol.model.parameters()]))
     assert torch.allclose(grads[0], grads[1], atol=1e-5)
+
+
+def test_kl_to_reference_is_logged_and_pulls_back(random_policy):
+    import copy
+
+    eps = _episodes(random_policy, G=4)
+    batch = Batch.from_episodes(eps, random_policy.pad_id)
+    reference = copy.deepcopy(random_policy.model).eval()
+    with torch.no_grad():  # move the policy away from its reference
+        for p in random_policy.model.parameters():
+            p.add_(0.05 * torch.randn_like(p))
+    zero = torch.zeros(batch.shape)
+    opt = torch.optim.SGD(random_policy.model.parameters(), lr=1.0)
+    cfg = UpdateConfig(kl_coef=1.0, max_grad_norm=1e9)
+    first = policy_update(random_policy, opt, batch, zero, cfg, reference=reference)
+    second = policy_update(random_policy, opt, batch, zero, cfg, reference=reference)
+    assert first.metrics["loss/kl_ref"] > 0
+    assert second.metrics["loss/kl_ref"] < first.metrics["loss/kl_ref"]  # the k3 term pulls back
