@@ -24,6 +24,7 @@ $(STAMP): $(BIN)/python pyproject.toml
 setup: $(STAMP)
 
 demo: setup
+	$(BIN)/clicker init-model
 	$(BIN)/clicker train --config configs/demo.yaml
 
 test: setup

@@ -18,6 +18,7 @@ import json
 import os
 import random
 import shutil
+import sys
 import tempfile
 import time
 from dataclasses import asdict, dataclass
@@ -66,6 +67,8 @@ def tiny_model_dir(seed: int = 0, *, force: bool = False, verbose: bool = False)
     if (target / "config.json").is_file() and not force:
         return target
     target.parent.mkdir(parents=True, exist_ok=True)
+    print(f"building the built-in tiny model (seed {seed}) into {target}: about 90 s on 2 cores",
+          file=sys.stderr, flush=True)
     tmp = Path(tempfile.mkdtemp(prefix=target.name + ".tmp-", dir=target.parent))
     try:
         build_tiny_model(tmp, seed=seed, verbose=verbose)
