@@ -1,9 +1,10 @@
 """The built-in tiny default: a ~0.9M-parameter Llama with a character tokenizer, warm-started.
 
-Like a pretrained LLM that RL only has to steer, it is first trained briefly (supervised) on
-task-format text from the built-in tasks, where answers are right only about a third of the time
-(see each task's `warmup_text`). So RL starts from a low but non-zero success rate: the model
-knows the format and puts some mass on the right answer, and reward has something to select.
+Like a pretrained LLM that RL only has to steer, it is trained briefly (supervised) on
+task-format text from the built-in tasks in two phases: right answers only (the skill gets into
+the weights), then each task's noisy `warmup_text`, mostly a systematic wrong habit (addition
+forgets its carries). So RL starts from a low but non-zero success rate: the model knows the
+format and keeps real mass on the right answer, and reward has something to select.
 
 It is built reproducibly from a seed and cached under `$CLICKER_HOME/models` (default: the user
 cache dir, e.g. ~/.cache/clicker). `tiny_model_dir()` builds it on first use; the directory is a
