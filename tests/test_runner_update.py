@@ -8,7 +8,7 @@ import torch
 
 from clicker.core.config import CreditConfig, UpdateConfig
 from clicker.core.types import Batch
-from clicker.credit import make_credit
+from clicker.credit import CreditContext, make_credit
 from clicker.rollout.runner import RolloutSettings, run_episodes
 from clicker.tasks.base import Step
 from clicker.train.update import policy_update
@@ -86,7 +86,8 @@ def test_every_parameter_changes_and_loss_is_finite(random_policy):
         e.turns[-1].__class__(**{**e.turns[-1].__dict__, "reward": float(i % 2)}),)})
         for i, e in enumerate(eps)]
     batch = Batch.from_episodes(eps, random_policy.pad_id)
-    adv = make_credit(CreditConfig(sources={"grpo": 1.0}))(batch).advantages
+    adv = make_credit(CreditConfig(sources={"grpo": 1.0}), CreditContext(random_policy))(batch)
+    adv = adv.advantages
     assert adv.abs().sum() > 0
     before = {n: p.detach().clone() for n, p in random_policy.model.named_parameters()}
     opt = torch.optim.AdamW(random_policy.model.parameters(), lr=1e-3)

@@ -28,11 +28,14 @@ SetOpt = Annotated[list[str], typer.Option("--set", "-s", help="override: key.su
 
 def _check(cfg: Config) -> None:
     """Fail fast on anything that would fail later: task, credit sources, model directory."""
-    from clicker.credit import make_credit
+    from clicker.credit import CREDITS
     from clicker.tasks import make_world
 
     make_world(cfg.task.name, **cfg.task.args)
-    make_credit(cfg.credit)
+    unknown = [name for name in cfg.credit.sources if name not in CREDITS]
+    if unknown:
+        raise ConfigError(f"unknown credit source {unknown[0]!r}; choose from: "
+                          f"{', '.join(CREDITS)}")
     if cfg.model.path is not None and not (Path(cfg.model.path) / "config.json").is_file():
         raise ConfigError(f"model.path: no model directory (config.json) at {cfg.model.path}")
 

@@ -45,12 +45,108 @@ class RolloutConfig(_Section):
     max_turns: int | None = Field(None, ge=1, description="override the env's turn limit")
 
 
+class ValueConfig(_Section):
+    """`value`: the clicker, a TD(lambda)-learned V(prefix) used as a potential (Ng et al. 1999)."""
+
+    model: Literal["separate", "head"] = Field(
+        "separate", description="separate = own copy of the initial policy + scalar head; "
+        "head = scalar head on the live policy's (detached) last hidden state"
+    )
+    lr: float = Field(1e-4, gt=0, description="value model AdamW lr")
+    epochs: int = Field(2, ge=1, description="value optimisation passes over each batch")
+    gamma: float = Field(1.0, gt=0, le=1, description="discount over action tokens")
+    lam_critic: float = Field(1.0, ge=0, le=1, description="TD(lambda) of the value targets")
+    lam_actor: float = Field(0.95, ge=0, le=1, description="GAE lambda of the advantages")
+    vapo_alpha: float = Field(
+        0.0, ge=0, description="> 0: length-adaptive actor lambda 1 - 1/(alpha*len) (VAPO)"
+    )
+    warmup_iterations: int = Field(
+        0, ge=0, description="first N iterations train V on Monte-Carlo returns only (policy "
+        "frozen: zero advantages), as in VC-PPO's value pre-training"
+    )
+    whiten: bool = Field(True, description="standardise advantages over the batch's action tokens")
+
+
+class MCConfig(_Section):
+    """`mc`: VinePPO Monte-Carlo values at step boundaries."""
+
+    k: int = Field(4, ge=1, description="continuations per step boundary (VinePPO uses ~9)")
+    step_tokens: int = Field(
+        4, ge=1, description="single-turn worlds: a step boundary every N action tokens "
+        "(multi-turn worlds: every turn)"
+    )
+    max_steps: int = Field(8, ge=1, description="at most this many boundaries per episode")
+    whiten: bool = Field(False, description="standardise advantages over the batch")
+
+
+class ImplicitPRMConfig(_Section):
+    """`implicit_prm`: PRIME's implicit process reward beta * log(pi_phi / pi_ref)."""
+
+    beta: float = Field(0.05, gt=0, description="implicit reward scale")
+    lr: float = Field(1e-5, gt=0, description="PRM AdamW lr")
+    epochs: int = Field(1, ge=1, description="PRM optimisation passes over each batch")
+    accuracy_filter: tuple[float, float] | None = Field(
+        None, description="keep only groups whose accuracy is in [lo, hi] (PRIME: [0.2, 0.8])"
+    )
+
+
+class AdjudicatorConfig(_Section):
+    """`adjudicator`: blind and privileged judges of incomplete answers."""
+
+    use: Literal["blind", "privileged"] = Field(
+        "privileged", description="which judge's potential shapes the reward"
+    )
+    differential_weight: float = Field(
+        0.0, description="weight of the privileged-minus-blind differential as a potential"
+    )
+    labels: Literal["outcome", "mc"] = Field(
+        "outcome", description="train on episode outcomes, or Math-Shepherd soft labels from "
+        "k Monte-Carlo continuations per step boundary (counted as world tokens)"
+    )
+    k: int = Field(4, ge=1, description="continuations per boundary when labels = mc")
+    step_tokens: int = Field(4, ge=1, description="single-turn step size in action tokens")
+    max_steps: int = Field(8, ge=1, description="at most this many labelled boundaries")
+    lr: float = Field(1e-4, gt=0, description="adjudicator AdamW lr")
+    epochs: int = Field(2, ge=1, description="optimisation passes over each batch")
+    lam_actor: float = Field(0.95, ge=0, le=1, description="GAE lambda of the shaped rewards")
+    whiten: bool = Field(True, description="standardise advantages over the batch")
+    report_top: int = Field(10, ge=0, description="episodes listed in the disagreement report")
+
+
+class JudgeConfig(_Section):
+    """`judge`: a frozen learned judge as the reward, with treats from the real verifier."""
+
+    warmup_iterations: int = Field(
+        5, ge=0, description="first N iterations: judge trains on real rewards (which also "
+        "drive the policy), then freezes"
+    )
+    treat_every: int = Field(5, ge=1, description="every k-th batch is also scored for real")
+    retrain_gap: float = Field(
+        0.15, ge=0, description="retrain when judge score - real reward exceeds this on a treat"
+    )
+    lr: float = Field(1e-4, gt=0, description="judge AdamW lr")
+    epochs: int = Field(3, ge=1, description="passes over the labelled buffer per (re)training")
+    buffer: int = Field(2048, ge=1, description="labelled episodes kept for (re)training")
+
+
+class RFTConfig(_Section):
+    """`rft`: rejection-sampling fine-tuning (STaR / RFT)."""
+
+    threshold: float = Field(0.5, description="keep episodes whose reward exceeds this")
+
+
 class CreditConfig(_Section):
     sources: dict[str, float] = Field(
         default_factory=lambda: {"grpo": 1.0},
         description="credit source name -> weight; advantages are the weighted sum",
     )
     eps: float = Field(1e-4, gt=0, description="std epsilon of GRPO standardisation")
+    value: ValueConfig = Field(default_factory=ValueConfig)
+    mc: MCConfig = Field(default_factory=MCConfig)
+    implicit_prm: ImplicitPRMConfig = Field(default_factory=ImplicitPRMConfig)
+    adjudicator: AdjudicatorConfig = Field(default_factory=AdjudicatorConfig)
+    judge: JudgeConfig = Field(default_factory=JudgeConfig)
+    rft: RFTConfig = Field(default_factory=RFTConfig)
 
 
 class UpdateConfig(_Section):

@@ -98,6 +98,7 @@ class Batch:
     old_logprobs  (B, T) float  sampling log-probs, 0 off the action mask
     rewards       (B,)   float  episode rewards
     groups        (B,)   long   group id per episode
+    token_rewards (B, T) float  each turn's reward on the last action token of that turn
     """
 
     input_ids: torch.Tensor
@@ -107,6 +108,7 @@ class Batch:
     rewards: torch.Tensor
     groups: torch.Tensor
     episodes: tuple[Episode, ...]
+    token_rewards: torch.Tensor
 
     @staticmethod
     def from_episodes(episodes: list[Episode], pad_id: int) -> Batch:
@@ -117,15 +119,18 @@ class Batch:
         attention = torch.zeros((B, T), dtype=torch.bool)
         action = torch.zeros((B, T), dtype=torch.bool)
         old = torch.zeros((B, T), dtype=torch.float32)
+        tok_r = torch.zeros((B, T), dtype=torch.float32)
         for i, e in enumerate(episodes):
             n = len(e.tokens)
             input_ids[i, :n] = torch.tensor(e.tokens, dtype=torch.long)
             attention[i, :n] = True
             action[i, :n] = torch.tensor(e.action_mask, dtype=torch.bool)
             old[i, :n] = torch.tensor(e.logprobs, dtype=torch.float32)
+            for turn in e.turns:
+                tok_r[i, _reward_position(e, turn)] += turn.reward
         rewards = torch.tensor([e.reward for e in episodes], dtype=torch.float32)
         groups = torch.tensor([e.group for e in episodes], dtype=torch.long)
-        return Batch(input_ids, attention, action, old, rewards, groups, tuple(episodes))
+        return Batch(input_ids, attention, action, old, rewards, groups, tuple(episodes), tok_r)
 
     def to(self, device: torch.device | str) -> Batch:
         return Batch(
@@ -136,8 +141,22 @@ class Batch:
             self.rewards.to(device),
             self.groups.to(device),
             self.episodes,
+            self.token_rewards.to(device),
         )
 
     @property
     def shape(self) -> tuple[int, int]:
         return tuple(self.input_ids.shape)  # type: ignore[return-value]
+
+
+def _reward_position(e: Episode, turn: Turn) -> int:
+    """Token index where a turn's reward lands: its last action token (its span's end - 1).
+
+    A turn that produced no tokens (an empty action) credits the last action token before it,
+    or the last token of the episode when there is none.
+    """
+    start, end = turn.action_span
+    if end > start:
+        return end - 1
+    before = [i for i in range(min(start, len(e.tokens))) if e.action_mask[i]]
+    return before[-1] if before else len(e.tokens) - 1

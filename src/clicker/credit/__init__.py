@@ -1,25 +1,32 @@
-"""Credit sources by name (a plain dict, DESIGN.md: no registries)."""
+"""Credit sources by name (a plain dict, DESIGN.md: no registries).
+
+Each entry builds a source from the whole `CreditConfig` (its own section is `cfg.<name>`) and
+the `CreditContext` (policy, frozen initial policy, world, rollout settings, RNG).
+"""
 
 from __future__ import annotations
 
-from clicker.credit.base import Credit, CreditOutput, WeightedCredit
+from clicker.credit.base import Credit, CreditContext, CreditOutput, CreditSource, WeightedCredit
 from clicker.credit.outcome import OutcomeCredit
+from clicker.credit.rft import RFTCredit
 
 CREDITS = {
-    "grpo": lambda cfg: OutcomeCredit("grpo", cfg.eps),
-    "drgrpo": lambda cfg: OutcomeCredit("drgrpo", cfg.eps),
-    "rloo": lambda cfg: OutcomeCredit("rloo", cfg.eps),
+    "grpo": lambda cfg, ctx: OutcomeCredit("grpo", cfg.eps),
+    "drgrpo": lambda cfg, ctx: OutcomeCredit("drgrpo", cfg.eps),
+    "rloo": lambda cfg, ctx: OutcomeCredit("rloo", cfg.eps),
+    "rft": lambda cfg, ctx: RFTCredit(cfg.rft),
 }
 
 
-def make_credit(cfg) -> WeightedCredit:
+def make_credit(cfg, ctx: CreditContext) -> WeightedCredit:
     """Build the weighted sum of the sources named in a CreditConfig."""
     sources = []
     for name, weight in cfg.sources.items():
         if name not in CREDITS:
             raise ValueError(f"unknown credit source {name!r}; choose from: {', '.join(CREDITS)}")
-        sources.append((float(weight), CREDITS[name](cfg)))
+        sources.append((float(weight), CREDITS[name](cfg, ctx)))
     return WeightedCredit(sources)
 
 
-__all__ = ["CREDITS", "Credit", "CreditOutput", "WeightedCredit", "make_credit"]
+__all__ = ["CREDITS", "Credit", "CreditContext", "CreditOutput", "CreditSource",
+           "WeightedCredit", "make_credit"]

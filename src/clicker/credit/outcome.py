@@ -11,10 +11,10 @@ from __future__ import annotations
 
 from clicker.core.advantages import METHODS, broadcast_to_tokens, group_advantages
 from clicker.core.types import Batch
-from clicker.credit.base import CreditOutput
+from clicker.credit.base import CreditOutput, CreditSource
 
 
-class OutcomeCredit:
+class OutcomeCredit(CreditSource):
     def __init__(self, method: str = "grpo", eps: float = 1e-4):
         self.name = method
         self.method = method
@@ -31,9 +31,3 @@ class OutcomeCredit:
         )
         metrics = {f"credit/{self.name}/zero_signal_groups": flat / max(1, len(groups))}
         return CreditOutput(broadcast_to_tokens(adv, batch.action_mask).to(adv.device), metrics)
-
-    def state_dict(self) -> dict:
-        return {}
-
-    def load_state_dict(self, state: dict) -> None:
-        """Stateless: nothing to restore."""

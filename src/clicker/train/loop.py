@@ -7,7 +7,6 @@ from its latest checkpoint (model, optimizer, RNG states, credit models, counter
 
 from __future__ import annotations
 
-import copy
 import json
 import time
 from dataclasses import dataclass
@@ -17,7 +16,7 @@ import torch
 
 from clicker.core.config import Config, dump_config
 from clicker.core.types import Batch
-from clicker.credit import make_credit
+from clicker.credit import CreditContext, make_credit
 from clicker.models.policy import Policy
 from clicker.rollout.runner import RolloutSettings, run_episodes
 from clicker.rollout.sampler import Sampler
@@ -65,6 +64,21 @@ def evaluate(
     )
 
 
+def write_reports(run_dir: Path, files: dict[str, str | bytes]) -> None:
+    """Credit sources' reports (disagreement lists, over-optimisation plots) into reports/."""
+    if not files:
+        return
+    out = run_dir / "reports"
+    out.mkdir(exist_ok=True)
+    for name, content in files.items():
+        if isinstance(content, bytes):
+            tmp = out / (name + ".tmp")
+            tmp.write_bytes(content)
+            tmp.replace(out / name)
+        else:
+            write_atomic(out / name, content)
+
+
 def default_run_dir(cfg: Config) -> Path:
     stamp = time.strftime("%Y%m%d-%H%M%S")
     return Path("runs") / f"{stamp}-{cfg.task.name}-{'+'.join(cfg.credit.sources)}"
@@ -89,19 +103,21 @@ def train(cfg: Config, run_dir: Path | None = None, *, resume: bool = False) -> 
     policy = initial
     if ckpt is not None:
         policy = Policy.load(ckpt, device=cfg.model.device, dtype=cfg.model.dtype)
-    reference = None
-    if cfg.update.kl_coef > 0:
-        reference = (initial.model if ckpt is not None else copy.deepcopy(initial.model)).eval()
-        reference.requires_grad_(False)
+    # the frozen initial policy: the KL reference and the PRM's pi_ref; copied only if needed
+    frozen = initial.model if ckpt is not None else None
+    if frozen is not None:
+        frozen.eval().requires_grad_(False)
     u = cfg.update
     optimizer = torch.optim.AdamW(policy.model.parameters(), lr=u.lr, weight_decay=u.weight_decay,
                                   betas=(0.9, 0.99))
-    credit = make_credit(cfg.credit)
     generator = torch.Generator(device=policy.device).manual_seed(cfg.train.seed)
     cpu_gen = torch.Generator().manual_seed(cfg.train.seed + 1)
     sampler = Sampler(policy.model, policy.tokenizer)
     settings = RolloutSettings(cfg.rollout.group_size, cfg.rollout.temperature, cfg.rollout.top_p,
                                cfg.rollout.max_action_tokens, cfg.rollout.max_turns)
+    ctx = CreditContext(policy, world, settings, generator, initial=frozen, seed=cfg.train.seed)
+    credit = make_credit(cfg.credit, ctx)
+    reference = ctx.reference if cfg.update.kl_coef > 0 else None
     start, world_tokens = 0, 0
     if ckpt is not None:
         state = load_trainer_state(ckpt)
@@ -145,7 +161,9 @@ def train(cfg: Config, run_dir: Path | None = None, *, resume: bool = False) -> 
             batch = Batch.from_episodes(episodes, policy.pad_id)
             world_tokens += sum(e.world_tokens for e in episodes)
             # --- credit -------------------------------------------------------------------
+            ctx.iteration = it
             credit_out = credit(batch)
+            world_tokens += credit_out.world_tokens  # e.g. Monte-Carlo continuations
             # --- update -------------------------------------------------------------------
             result = policy_update(policy, optimizer, batch, credit_out.advantages, cfg.update,
                                    temperature=cfg.rollout.temperature or 1.0,
@@ -154,7 +172,8 @@ def train(cfg: Config, run_dir: Path | None = None, *, resume: bool = False) -> 
             action_tokens = sum(e.num_action_tokens for e in episodes)
             m = {
                 "world/tokens": world_tokens,
-                "world/tokens_iter": sum(e.world_tokens for e in episodes),
+                "world/tokens_iter": sum(e.world_tokens for e in episodes)
+                + credit_out.world_tokens,
                 "rollout/success": sum(e.success for e in episodes) / len(episodes),
                 "rollout/reward": float(batch.rewards.mean()),
                 "rollout/action_tokens_mean": action_tokens / len(episodes),
@@ -176,6 +195,7 @@ def train(cfg: Config, run_dir: Path | None = None, *, resume: bool = False) -> 
         log.close()
     if it >= start:
         checkpoint(it)
+    write_reports(run_dir, credit.report())
     summary = {"run_dir": str(run_dir), "iterations": it + 1, "world_tokens": world_tokens,
                "initial_eval_success": first_eval, "final_eval_success": last_eval}
     write_atomic(run_dir / "summary.json", json.dumps(summary, indent=1))
