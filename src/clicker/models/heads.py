@@ -82,3 +82,56 @@ def batched_forward(
         model(input_ids[i:i + micro], attention_mask[i:i + micro])
         for i in range(0, input_ids.shape[0], micro)
     ])
+
+
+def fit_positions(
+    model: nn.Module,
+    optimizer: torch.optim.Optimizer,
+    input_ids: torch.Tensor,
+    attention_mask: torch.Tensor,
+    targets: torch.Tensor,
+    weights: torch.Tensor,
+    *,
+    loss: str = "mse",
+    epochs: int = 1,
+    micro: int = 32,
+    max_grad_norm: float = 1.0,
+    shift: bool = True,
+) -> float:
+    """Train a scalar model toward per-position targets; returns the mean loss of the last epoch.
+
+    input_ids, attention_mask (B, T); targets, weights (B, T) float (weight 0 = no target).
+    shift=True trains state values: the target at t is matched by the output at t - 1 (the
+    state before token t, `clicker.core.returns.state_values`). loss: "mse" on raw outputs,
+    or "bce" with the outputs as logits and the targets as (soft) labels in [0, 1].
+    """
+    model.train()
+    last = 0.0
+    B = input_ids.shape[0]
+    for _ in range(epochs):
+        total, n = 0.0, 0.0
+        for i in range(0, B, micro):
+            w = weights[i:i + micro].float()
+            if w.sum() <= 0:
+                continue
+            out = model(input_ids[i:i + micro], attention_mask[i:i + micro])
+            if shift:
+                out = torch.cat([torch.zeros_like(out[:, :1]), out[:, :-1]], dim=1)
+            y = targets[i:i + micro].float()
+            if loss == "mse":
+                per = (out - y) ** 2
+            elif loss == "bce":
+                per = nn.functional.binary_cross_entropy_with_logits(out, y.clamp(0, 1),
+                                                                     reduction="none")
+            else:
+                raise ValueError(f"unknown loss {loss!r}; choose mse or bce")
+            value = (per * w).sum() / w.sum()
+            optimizer.zero_grad(set_to_none=True)
+            value.backward()
+            torch.nn.utils.clip_grad_norm_(model.parameters(), max_grad_norm)
+            optimizer.step()
+            total += float(value.detach()) * float(w.sum())
+            n += float(w.sum())
+        last = total / max(n, 1e-9)
+    model.eval()
+    return last

@@ -1,0 +1,108 @@
+"""The clicker: value learning propagates reward back along a chain, goes extinct when the reward
+stops, and feeds potential-shaped advantages to the update."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from clicker.core.config import ValueConfig
+from clicker.core.types import Batch, Episode, Turn
+from clicker.credit import CreditContext
+from clicker.credit.value import ValueCredit, extinction_updates
+
+PROMPT = [3, 4, 5]
+
+
+def chain(actions: list[int], reward: float, group: int = 0) -> Episode:
+    """A one-turn episode: a fixed prompt, then `actions`, reward on the last action token."""
+    n = len(PROMPT) + len(actions)
+    return Episode(tokens=PROMPT + actions, action_mask=[False] * len(PROMPT) + [True] * len(actions),
+                   logprobs=[0.0] * n, prompt="p", group=group,
+                   turns=(Turn("x", "", reward, action_span=(len(PROMPT), n)),))
+
+
+def chains(reward_a: float) -> Batch:
+    """Path A (tokens 10..15) earns reward_a, path B (20..25) earns 0; they differ from step 0."""
+    a = chain(list(range(10, 16)), reward_a)
+    b = chain(list(range(20, 26)), 0.0)
+    return Batch.from_episodes([a, b, a, b], pad_id=0)
+
+
+def make_credit(policy, **kw) -> ValueCredit:
+    torch.manual_seed(0)
+    cfg = ValueConfig(**({"lr": 3e-3, "epochs": 1, "whiten": False} | kw))
+    return ValueCredit(cfg, CreditContext(policy))
+
+
+def test_td0_propagates_value_back_to_the_first_state(random_policy):
+    """Only the last step is rewarded; with lambda = 0 every earlier state learns its value from
+    its successor's (bootstrapping), so value reaches the first state of the rewarded path."""
+    credit = make_credit(random_policy, lam_critic=0.0)
+    batch = chains(1.0)
+    first = len(PROMPT)
+    early = None
+    for i in range(150):
+        credit(batch)
+        v = credit.values(batch)
+        if early is None and v[0, -1] > 0.5:
+            early = (float(v[0, first + 1]), float(v[0, -1]))
+    v = credit.values(batch)
+    assert early is not None and early[0] < early[1], "value should arrive at the end first"
+    assert float(v[0, first + 1]) > 0.8, v[0]  # first state after the path's first token
+    assert float(v[1, first + 1]) < 0.2, v[1]  # same depth on the unrewarded path
+    assert float(v[0, first + 1:].min()) > 0.7
+
+
+def test_extinction_value_falls_when_reward_is_removed(random_policy):
+    credit = make_credit(random_policy, lam_critic=1.0)
+    batch = Batch.from_episodes([chain(list(range(10, 16)), 1.0)] * 2, pad_id=0)
+    for _ in range(60):
+        credit(batch)
+    before = float(credit.values(batch)[0, len(PROMPT)])
+    assert before > 0.8
+    n, trace = extinction_updates(credit, batch, max_updates=100)
+    assert n is not None and 1 <= n <= 100, trace
+    assert trace[n] <= trace[0] / 2 and trace[0] == pytest.approx(before, abs=1e-5)
+
+
+def test_advantages_are_potential_shaped_and_masked(random_policy):
+    credit = make_credit(random_policy, lam_critic=1.0, lam_actor=0.0)
+    batch = chains(1.0)
+    for _ in range(30):
+        credit(batch)
+    v = credit.values(batch)
+    out = credit(batch)
+    m = batch.action_mask
+    assert (out.advantages[~m] == 0).all() and torch.isfinite(out.advantages).all()
+    # lam_actor = 0, gamma = 1: each advantage is a click r + V(s') - V(s); they telescope
+    first = len(PROMPT)
+    total = out.advantages.sum(1)
+    expect = batch.rewards - v[:, first]
+    assert total.tolist() == pytest.approx(expect.tolist(), abs=1e-4)
+    assert out.parts["value/click"].shape == batch.shape
+    for k in ("credit/value/explained_variance", "credit/value/loss", "credit/value/v_s0"):
+        assert k in out.metrics
+
+
+def test_warmup_trains_value_but_gives_no_advantage(random_policy):
+    credit = make_credit(random_policy, warmup_iterations=2)
+    batch = chains(1.0)
+    w0 = [p.detach().clone() for p in credit.model.parameters()]
+    out = credit(batch)
+    assert (out.advantages == 0).all() and out.metrics["credit/value/warmup"] == 1.0
+    assert any(not torch.equal(a, b) for a, b in zip(w0, credit.model.parameters()))
+    credit.ctx.iteration = 2
+    assert credit(batch).advantages.abs().sum() > 0
+
+
+def test_head_variant_never_moves_the_policy_and_state_round_trips(random_policy):
+    credit = make_credit(random_policy, model="head")
+    before = {n: p.detach().clone() for n, p in random_policy.model.named_parameters()}
+    credit(chains(1.0))
+    for n, p in random_policy.model.named_parameters():
+        assert torch.equal(p, before[n]), n
+    assert all(not k.startswith("_policy") for k in credit.model.state_dict())
+    again = make_credit(random_policy, model="head")
+    again.load_state_dict(credit.state_dict())
+    assert torch.equal(again.values(chains(1.0)), credit.values(chains(1.0)))
