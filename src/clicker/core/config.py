@@ -77,6 +77,10 @@ class MCConfig(_Section):
     )
     max_steps: int = Field(8, ge=1, description="at most this many boundaries per episode")
     whiten: bool = Field(False, description="standardise advantages over the batch")
+    count_replay: bool = Field(
+        False, description="also count the replayed prefix of each continuation as world "
+        "tokens (an env without snapshots); default: only tokens after the cut"
+    )
 
 
 class ImplicitPRMConfig(_Section):
@@ -88,6 +92,27 @@ class ImplicitPRMConfig(_Section):
     accuracy_filter: tuple[float, float] | None = Field(
         None, description="keep only groups whose accuracy is in [lo, hi] (PRIME: [0.2, 0.8])"
     )
+    score_after_update: bool = Field(
+        True, description="score the batch with the PRM after training on it (PRIME's double "
+        "forward, update: before); False = score with the PRM as it was (single forward)"
+    )
+    normalize: bool = Field(
+        True, description="divide process rewards by the batch's largest |return| (PRIME's "
+        "prime_norm: batch_norm)"
+    )
+    whiten: bool = Field(
+        True, description="standardise A_outcome + A_process over the kept action tokens (PRIME)"
+    )
+    micro_batch: int = Field(32, ge=1, description="rows per PRM / reference forward pass")
+
+    @model_validator(mode="after")
+    def _check_filter(self) -> ImplicitPRMConfig:
+        if self.accuracy_filter is not None:
+            lo, hi = self.accuracy_filter
+            if not 0.0 <= lo <= hi <= 1.0:
+                raise ValueError(f"accuracy_filter {self.accuracy_filter} must satisfy "
+                                 "0 <= lo <= hi <= 1, e.g. [0.2, 0.8]")
+        return self
 
 
 class AdjudicatorConfig(_Section):
@@ -106,6 +131,7 @@ class AdjudicatorConfig(_Section):
     k: int = Field(4, ge=1, description="continuations per boundary when labels = mc")
     step_tokens: int = Field(4, ge=1, description="single-turn step size in action tokens")
     max_steps: int = Field(8, ge=1, description="at most this many labelled boundaries")
+    count_replay: bool = Field(False, description="as mc.count_replay, for labels = mc")
     lr: float = Field(1e-4, gt=0, description="adjudicator AdamW lr")
     epochs: int = Field(2, ge=1, description="optimisation passes over each batch")
     lam_actor: float = Field(0.95, ge=0, le=1, description="GAE lambda of the shaped rewards")
@@ -118,7 +144,7 @@ class JudgeConfig(_Section):
 
     warmup_iterations: int = Field(
         5, ge=0, description="first N iterations: judge trains on real rewards (which also "
-        "drive the policy), then freezes"
+        "drive the policy), then freezes; with 0 the judge starts untrained (scores 0.5)"
     )
     treat_every: int = Field(5, ge=1, description="every k-th batch is also scored for real")
     retrain_gap: float = Field(

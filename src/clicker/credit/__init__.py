@@ -6,15 +6,25 @@ the `CreditContext` (policy, frozen initial policy, world, rollout settings, RNG
 
 from __future__ import annotations
 
+from clicker.credit.adjudicator import AdjudicatorCredit
 from clicker.credit.base import Credit, CreditContext, CreditOutput, CreditSource, WeightedCredit
+from clicker.credit.implicit_prm import ImplicitPRMCredit
+from clicker.credit.judge import JudgeCredit
+from clicker.credit.mc import MCCredit
 from clicker.credit.outcome import OutcomeCredit
 from clicker.credit.rft import RFTCredit
+from clicker.credit.value import ValueCredit
 
 CREDITS = {
+    "adjudicator": lambda cfg, ctx: AdjudicatorCredit(cfg.adjudicator, ctx),
     "grpo": lambda cfg, ctx: OutcomeCredit("grpo", cfg.eps),
     "drgrpo": lambda cfg, ctx: OutcomeCredit("drgrpo", cfg.eps),
     "rloo": lambda cfg, ctx: OutcomeCredit("rloo", cfg.eps),
     "rft": lambda cfg, ctx: RFTCredit(cfg.rft),
+    "implicit_prm": lambda cfg, ctx: ImplicitPRMCredit(cfg.implicit_prm, ctx),
+    "judge": lambda cfg, ctx: JudgeCredit(cfg.judge, ctx),
+    "mc": lambda cfg, ctx: MCCredit(cfg.mc, ctx),
+    "value": lambda cfg, ctx: ValueCredit(cfg.value, ctx),
 }
 
 

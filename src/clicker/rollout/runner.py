@@ -8,6 +8,8 @@ sampler shares. Every token exchanged with the real env (prompt, actions, observ
 counted as a world token.
 
 Single-turn tasks are Worlds with max_turns=1 (`SingleTurnWorld`), so one runner serves both.
+The turn loop (`play`) works on any list of live states, so Monte-Carlo continuations
+(`clicker.rollout.continuation`) reuse it from replayed mid-episode states.
 """
 
 from __future__ import annotations
@@ -23,7 +25,11 @@ from clicker.tasks.base import Env, Split, World
 
 
 @dataclass
-class _Live:
+class LiveEpisode:
+    """An episode in progress. The last `prefix` tokens (if any) are a forced start of the next
+    action (a state cut inside an action): the sampler continues them and the action is their
+    decoded whole."""
+
     env: Env
     group: int
     index: int
@@ -35,6 +41,8 @@ class _Live:
     turns: list[Turn] = field(default_factory=list)
     done: bool = False
     truncated: bool = False
+    prefix: int = 0
+    meta: dict = field(default_factory=dict)
 
     def freeze(self, split: str) -> Episode:
         return Episode(
@@ -47,7 +55,7 @@ class _Live:
             group=self.group,
             world_tokens=len(self.tokens),  # every token here came from or went to the real env
             truncated=self.truncated,
-            meta={"index": self.index, "split": split},
+            meta={"index": self.index, "split": split, **self.meta},
         )
 
 
@@ -71,11 +79,8 @@ def run_episodes(
     group_offset: int = 0,
 ) -> list[Episode]:
     """Roll out G episodes for each problem index; episodes of index k share group id k+offset."""
-    sampler = sampler or Sampler(policy.model, policy.tokenizer)
     G = settings.group_size
-    max_turns = settings.max_turns or world.max_turns
-    max_new = settings.max_action_tokens or world.max_action_tokens
-    live: list[_Live] = []
+    live: list[LiveEpisode] = []
     for gi, idx in enumerate(indices):
         reference = world.reference(split, idx)
         for _ in range(G):
@@ -83,50 +88,95 @@ def run_episodes(
             prompt = env.reset()
             ids = policy.encode(prompt)
             live.append(
-                _Live(env, gi + group_offset, idx, ids, [False] * len(ids), [0.0] * len(ids),
-                      prompt, reference)
+                LiveEpisode(env, gi + group_offset, idx, ids, [False] * len(ids),
+                            [0.0] * len(ids), prompt, reference)
             )
+    play(policy, world, live, settings, generator, sampler, share=G)
+    return [e.freeze(split) for e in live]
+
+
+def play(
+    policy: Policy,
+    world: World,
+    live: list[LiveEpisode],
+    settings: RolloutSettings,
+    generator: torch.Generator | None = None,
+    sampler: Sampler | None = None,
+    share: int = 1,
+) -> None:
+    """Advance every live state turn by turn, in place, until the env is done or the state has
+    `settings.max_turns or world.max_turns` turns (counting turns it already had); a state still
+    running then, or out of context room, is marked truncated. Context room is per state: one
+    state near the model's max length ends alone instead of capping the others' actions.
+
+    On the first round, consecutive runs of `share` states must hold identical tokens: each run's
+    prompt is prefilled once and sampled `share` times (a group's G episodes, or the k
+    continuations of one cut).
+    """
+    sampler = sampler or Sampler(policy.model, policy.tokenizer)
+    max_turns = settings.max_turns or world.max_turns
+    max_new = settings.max_action_tokens or world.max_action_tokens
     limit = policy.max_length
-    for turn in range(max_turns):
-        active = [e for e in live if not e.done]
+    long_stop = any(len(s) > 1 for s in world.stop)
+    first = True
+    while True:
+        active = []
+        budgets = []  # new tokens each state may sample this turn
+        for e in live:
+            if e.done or len(e.turns) >= max_turns:
+                continue
+            budget = min(max_new - e.prefix, limit - len(e.tokens))
+            if budget <= 0:  # out of context room (or a forced prefix already fills the cap)
+                e.done = e.truncated = True
+                continue
+            active.append(e)
+            budgets.append(budget)
         if not active:
             break
-        room = min(limit - len(e.tokens) for e in active)
-        if room <= 0:
-            for e in active:
-                e.done = e.truncated = True
-            break
-        if turn == 0:  # all G members of a group share one prompt: prefill it once
-            prompts = [active[k].tokens for k in range(0, len(active), G)]
-            samples = sampler.sample(
-                prompts, num_samples=G, max_new_tokens=min(max_new, room),
-                temperature=settings.temperature, top_p=settings.top_p,
-                stop=world.stop, generator=generator,
-            )
-        else:
-            samples = sampler.sample(
-                [e.tokens for e in active], num_samples=1, max_new_tokens=min(max_new, room),
-                temperature=settings.temperature, top_p=settings.top_p,
-                stop=world.stop, generator=generator,
-            )
-        for e, toks, lps in zip(active, samples.tokens, samples.logprobs):
-            start = len(e.tokens)
+        n = share if first else 1
+        if len(active) % n:
+            raise ValueError(f"first-round states come in runs of {n} identical states")
+        # One call for all states; a row is cut to its own budget afterwards, which samples the
+        # same distribution as capping it there (its first m tokens do not depend on the cap).
+        samples = sampler.sample(
+            [active[k].tokens for k in range(0, len(active), n)], num_samples=n,
+            max_new_tokens=max(budgets), temperature=settings.temperature,
+            top_p=settings.top_p, stop=world.stop, generator=generator,
+        )
+        first = False
+        for e, budget, toks, lps in zip(active, budgets, samples.tokens, samples.logprobs):
+            toks, lps = toks[:budget], lps[:budget]
+            if e.prefix and long_stop:
+                m = _stop_end(policy, e.tokens[len(e.tokens) - e.prefix:], toks, world.stop)
+                toks, lps = toks[:m], lps[:m]
+            start = len(e.tokens) - e.prefix
             e.tokens.extend(toks)
             e.action_mask.extend([True] * len(toks))
             e.logprobs.extend(lps)
-            action = policy.decode(toks)
+            end, e.prefix = len(e.tokens), 0
+            action = policy.decode(e.tokens[start:end])
             step = e.env.step(action)
             obs_ids = policy.encode(step.observation) if not step.done else []
             e.tokens.extend(obs_ids)
             e.action_mask.extend([False] * len(obs_ids))
             e.logprobs.extend([0.0] * len(obs_ids))
             e.turns.append(
-                Turn(action, step.observation, float(step.reward), step.feedback,
-                     (start, start + len(toks)))
+                Turn(action, step.observation, float(step.reward), step.feedback, (start, end))
             )
             if step.done:
                 e.done = True
     for e in live:
         if not e.done:
             e.truncated = True
-    return [e.freeze(split) for e in live]
+
+
+def _stop_end(policy: Policy, prefix: list[int], toks: list[int], stop: tuple[str, ...]) -> int:
+    """How many of `toks` to keep after a forced `prefix`: up to the first token that completes a
+    stop string begun inside the prefix (the sampler only sees the new tokens, so it misses a
+    stop string that straddles the cut), else all of them."""
+    window = max(len(s) for s in stop) + 4
+    for m in range(1, len(toks) + 1):
+        text = policy.decode((prefix + toks[:m])[-window:])
+        if any(s in text for s in stop):
+            return m
+    return len(toks)

@@ -146,7 +146,7 @@ def train(cfg: Config, run_dir: Path | None = None, *, resume: bool = False) -> 
     if first_eval is not None:
         log.log(-1, {"world/tokens": 0, "eval/success": first_eval})
         progress.update(start, held_out=first_eval, world_tokens=0)
-    it = start - 1
+    done = start - 1  # last finished iteration
     last_eval = first_eval
     try:
         for it in range(start, tc.iterations):
@@ -182,7 +182,9 @@ def train(cfg: Config, run_dir: Path | None = None, *, resume: bool = False) -> 
                 "time/rollout_s": t_roll,
                 "time/iteration_s": time.time() - t0,
             } | credit_out.metrics | result.metrics
-            if tc.eval_every and ((it + 1) % tc.eval_every == 0 or it + 1 == tc.iterations):
+            spent = bool(tc.world_token_budget and world_tokens >= tc.world_token_budget)
+            if tc.eval_every and ((it + 1) % tc.eval_every == 0 or it + 1 == tc.iterations
+                                  or spent):  # the last iteration always has a held-out point
                 last_eval = m["eval/success"] = held_out()
             log.log(it, m)
             progress.update(it + 1, train=m["rollout/success"], held_out=last_eval,
@@ -190,13 +192,14 @@ def train(cfg: Config, run_dir: Path | None = None, *, resume: bool = False) -> 
             # --- checkpoint ---------------------------------------------------------------
             if tc.checkpoint_every and (it + 1) % tc.checkpoint_every == 0:
                 checkpoint(it)
+            done = it
     finally:
         progress.close()
         log.close()
-    if it >= start:
-        checkpoint(it)
+    if done >= start:
+        checkpoint(done)
     write_reports(run_dir, credit.report())
-    summary = {"run_dir": str(run_dir), "iterations": it + 1, "world_tokens": world_tokens,
+    summary = {"run_dir": str(run_dir), "iterations": done + 1, "world_tokens": world_tokens,
                "initial_eval_success": first_eval, "final_eval_success": last_eval}
     write_atomic(run_dir / "summary.json", json.dumps(summary, indent=1))
     return summary
