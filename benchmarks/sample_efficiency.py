@@ -97,11 +97,11 @@ BASELINE = "grpo"  # ratios and probabilities of improvement are against this me
 PRESETS: dict[str, dict[str, Any]] = {
     "keydoor_long": {
         "overrides": {
-            "task.name": "keydoor", "task.args": {"rooms": 3, "max_turns": 24},
-            "rollout.prompts": 8, "rollout.group_size": 8, "update.lr": 1e-4,
-            "train.eval_temperature": 1.0, "train.eval_problems": 128, "train.eval_every": 5,
+            "task.name": "keydoor", "task.args": {"rooms": 3, "max_turns": 20},
+            "rollout.prompts": 4, "rollout.group_size": 8, "update.lr": 1e-4,
+            "train.eval_temperature": 1.0, "train.eval_problems": 64, "train.eval_every": 5,
         },
-        "budget": 3_000_000, "target": 0.3,
+        "budget": 320_000, "target": 0.35,
     },
     "addition3": {
         "overrides": {
@@ -168,6 +168,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     ap.add_argument("--runs-dir", type=Path, default=None, help="run directories (default: OUT/runs)")
     ap.add_argument("--reps", type=int, default=2000, help="bootstrap replicates")
     ap.add_argument("--report-only", action="store_true", help="no training: report finished runs")
+    ap.add_argument("--shard", default="0/1", metavar="I/N",
+                    help="run only every N-th run starting at I (start N processes with "
+                    "I = 0..N-1 on one --runs-dir, then --report-only)")
     ap.add_argument("--progress", action="store_true", help="live progress bar of each run")
     return ap.parse_args(argv)
 
@@ -424,8 +427,15 @@ def main(argv: list[str] | None = None) -> None:
     except ConfigError as e:
         fail(str(e))
 
+    try:
+        shard, shards = (int(x) for x in args.shard.split("/"))
+        assert 0 <= shard < shards
+    except (ValueError, AssertionError):
+        fail(f"--shard expects I/N with 0 <= I < N, got {args.shard!r}")
     t_start = time.time()
     for n, ((task, method, seed), cfg) in enumerate(configs.items(), 1):
+        if (n - 1) % shards != shard:
+            continue
         run_dir = run_dir_of(runs, task, method, seed)
         done = (run_dir / "summary.json").is_file()
         if done:

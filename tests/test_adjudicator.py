@@ -95,3 +95,47 @@ def test_step_rewards_telescope_and_report_lists_top_disagreements(random_policy
     again = make(random_policy)
     again.load_state_dict(credit.state_dict())
     assert torch.equal(again.estimate(b, "blind"), credit.estimate(b, "blind"))
+
+
+class _CountA:
+    """Single-turn toy: reward 1 if the completion has an 'a' (so continuations can differ)."""
+
+    name, stop, max_new_tokens = "count_a", ("\n",), 6
+
+    def problem(self, split, index):
+        from clicker.tasks.base import Problem
+
+        return Problem(prompt=f"Q{index}:", reference="a", id=str(index))
+
+    def verify(self, problem, completion):
+        from clicker.core.types import Verdict
+
+        return Verdict(float("a" in completion))
+
+    def warmup_text(self, index, rng):
+        return "Q0:a\n"
+
+
+def test_math_shepherd_labels_come_from_continuations_and_cost_world_tokens(random_policy):
+    from clicker.rollout.runner import RolloutSettings, run_episodes
+    from clicker.tasks.base import SingleTurnWorld
+
+    world = SingleTurnWorld(_CountA())
+    gen = torch.Generator().manual_seed(0)
+    settings = RolloutSettings(group_size=2)
+    eps = run_episodes(random_policy, world, "train", [0, 1, 2], settings, gen)
+    b = Batch.from_episodes(eps, random_policy.pad_id)
+    torch.manual_seed(0)
+    ctx = CreditContext(random_policy, world, settings, gen)
+    credit = AdjudicatorCredit(AdjudicatorConfig(labels="mc", k=3, step_tokens=2, max_steps=2), ctx)
+    starts = credit.starts(b)
+    y, w, spent = credit.labels(b, starts)
+    assert spent > 0
+    for row, ss in enumerate(starts):
+        assert 1 <= len(ss) <= 2 and w[row].nonzero().flatten().tolist() == ss
+    assert ((y >= 0) & (y <= 1)).all() and (y[w == 0] == 0).all()
+    # each label is a fraction of k = 3 continuations
+    fractions = (y[w > 0] * 3).round()
+    assert torch.allclose(y[w > 0] * 3, fractions, atol=1e-5)
+    out = credit(b)
+    assert out.world_tokens > 0 and torch.isfinite(out.advantages).all()

@@ -47,3 +47,18 @@ def test_grpo_learns_short_keydoor(tiny_dir, tmp_path):
                   "eval_problems": 64},
     })
     assert after >= before + 0.15, (before, after)
+
+
+def test_value_credit_learns_short_keydoor(tiny_dir, tmp_path):
+    """The clicker alone (no outcome baseline): a TD-learned value model as the potential."""
+    before, after, rows = _run(tmp_path, {
+        "task": {"name": "keydoor", "args": {"rooms": 2}},
+        "rollout": {"prompts": 8, "group_size": 8},
+        "credit": {"sources": {"value": 1.0}},
+        "update": {"lr": 1e-4},
+        "train": {"iterations": 20, "eval_every": 20, "eval_temperature": 1.0,
+                  "eval_problems": 64},
+    })
+    assert after >= before + 0.15, (before, after)
+    ev = [r["credit/value/explained_variance"] for r in rows if r["iteration"] >= 0]
+    assert max(ev[-5:]) > 0.0, ev  # the value model predicts returns better than their mean

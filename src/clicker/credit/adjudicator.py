@@ -32,7 +32,14 @@ import itertools
 import torch
 
 from clicker.core.config import AdjudicatorConfig
-from clicker.core.returns import calibration_error, gae, state_values, step_starts, whiten
+from clicker.core.returns import (
+    calibration_error,
+    explained_variance,
+    gae,
+    state_values,
+    step_starts,
+    whiten,
+)
 from clicker.core.types import Batch, Episode
 from clicker.credit.base import CreditContext, CreditOutput, CreditSource
 from clicker.models.heads import ScalarModel, batched_forward, fit_positions
@@ -165,8 +172,12 @@ class AdjudicatorCredit(CreditSource):
             "credit/adjudicator/differential": float(per_episode.mean()),
             "credit/adjudicator/differential_abs": float(per_episode.abs().mean()),
         }
+        m_cpu = mask.cpu()
+        label = outcome[:, None].expand_as(m_cpu)[m_cpu]
         for k, p in est.items():
             p0 = p.cpu()[rows, s0]
+            metrics[f"credit/adjudicator/{k}_explained_variance"] = explained_variance(
+                p.cpu()[m_cpu], label)
             metrics[f"credit/adjudicator/{k}_s0"] = float(p0.mean())
             metrics[f"credit/adjudicator/{k}_calibration_s0"] = calibration_error(p0, outcome)
             metrics[f"credit/adjudicator/{k}_accuracy_s0"] = float(((p0 > 0.5) == (outcome > 0.5))
