@@ -14,7 +14,9 @@ Departures from the paper:
   merged into the last step.
 - Rewards may arrive inside an episode (multi-turn envs): r_j is the real reward received
   inside step j; VinePPO only has the final reward.
-- Continuations are real rollouts and count as world tokens, the replayed prefix included.
+- Continuations are real rollouts and count as world tokens: by default the tokens each one
+  exchanged after its cut (the world's state is restored, as a text state can be for free);
+  `count_replay: true` also counts the replayed prefix (an env without snapshots).
 
 Run: `clicker train --set credit.sources='{mc: 1.0}' --set credit.mc.k=4`.
 """
