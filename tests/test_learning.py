@@ -43,10 +43,10 @@ def test_grpo_learns_short_keydoor(tiny_dir, tmp_path):
         "task": {"name": "keydoor", "args": {"rooms": 2}},
         "rollout": {"prompts": 8, "group_size": 8},
         "update": {"lr": 1e-4},
-        "train": {"iterations": 20, "eval_every": 20, "eval_temperature": 1.0,
-                  "eval_problems": 64},
+        "train": {"iterations": 30, "eval_every": 30, "eval_temperature": 1.0,
+                  "eval_problems": 128},
     })
-    assert after >= before + 0.15, (before, after)
+    assert after >= before + 0.12, (before, after)
 
 
 def test_value_credit_learns_short_keydoor(tiny_dir, tmp_path):
@@ -56,9 +56,9 @@ def test_value_credit_learns_short_keydoor(tiny_dir, tmp_path):
         "rollout": {"prompts": 8, "group_size": 8},
         "credit": {"sources": {"value": 1.0}},
         "update": {"lr": 1e-4},
-        "train": {"iterations": 20, "eval_every": 20, "eval_temperature": 1.0,
-                  "eval_problems": 64},
+        "train": {"iterations": 30, "eval_every": 30, "eval_temperature": 1.0,
+                  "eval_problems": 128},
     })
-    assert after >= before + 0.15, (before, after)
+    assert after >= before + 0.12, (before, after)
     ev = [r["credit/value/explained_variance"] for r in rows if r["iteration"] >= 0]
     assert max(ev[-5:]) > 0.0, ev  # the value model predicts returns better than their mean
