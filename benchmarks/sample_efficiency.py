@@ -106,10 +106,10 @@ PRESETS: dict[str, dict[str, Any]] = {
     "keydoor_long": {
         "overrides": {
             "task.name": "keydoor", "task.args": {"rooms": 3, "max_turns": 20},
-            "rollout.prompts": 4, "rollout.group_size": 8, "update.lr": 1e-4,
+            "rollout.prompts": 4, "rollout.group_size": 8, "update.lr": 5e-5,
             "train.eval_temperature": 1.0, "train.eval_problems": 64, "train.eval_every": 5,
         },
-        "budget": 320_000, "target": 0.35,
+        "budget": 320_000, "target": 0.3,
     },
     "addition3": {
         "overrides": {
