@@ -37,6 +37,7 @@ from clicker.core.returns import (
     calibration_error,
     explained_variance,
     gae,
+    returns_to_go,
     state_values,
     td_lambda_targets,
     vapo_lambda,
@@ -89,7 +90,7 @@ class ValueCredit(CreditSource):
             adv = torch.zeros_like(adv)
 
         # metrics before the update: how well V predicted the returns it is about to learn
-        returns = td_lambda_targets(rewards, torch.zeros_like(v), mask, cfg.gamma, 1.0)
+        returns = returns_to_go(rewards, mask, cfg.gamma)
         first = first_action_index(mask)
         rows = torch.arange(len(first), device=dev)
         v0 = v[rows, first]
