@@ -304,7 +304,7 @@ def final_eval(cfg: Config, run_dir: Path) -> None:
     world = make_world(cfg.task.name, **cfg.task.args)
     tc = cfg.train
     r = evaluate(policy, world, tc.eval_problems, temperature=tc.eval_temperature, seed=tc.seed,
-                 max_turns=cfg.rollout.max_turns)
+                 max_turns=cfg.rollout.max_turns, reuse_cache=cfg.rollout.reuse_cache)
     row = {"iteration": rows[-1]["iteration"], "world/tokens": rows[-1]["world/tokens"],
            "eval/success": r.success}
     write_atomic(run_dir / "final_eval.json", json.dumps(row))

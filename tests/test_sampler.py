@@ -321,3 +321,54 @@ def test_invalid_arguments_raise(model, tokenizer, prompts) -> None:
     for kwargs in bad:
         with pytest.raises(ValueError):
             sampler.sample(**kwargs)
+
+
+@pytest.mark.parametrize("arch", ["model", "gpt2"])
+def test_session_turns_match_fresh_prefill(arch, request, tokenizer, prompts) -> None:
+    """Three turns of a session, with ragged observations appended, an action cut short by the
+    caller, and a row dropped, sample what a fresh prefill of each full context samples."""
+    model = request.getfixturevalue(arch)
+    sampler = Sampler(model, tokenizer, eos_id=EOS)
+    session = sampler.session()
+    obs = [tokenizer.encode(t, add_special_tokens=False) for t in ["\nQ: 1+", "ab", "\n7=?"]]
+    kw = {"max_new_tokens": 8, "temperature": 0.0, "stop": ["\n"]}
+    contexts = [list(p) for p in prompts for _ in range(2)]
+    rows = list(range(len(contexts)))
+    out = session.sample([list(p) for p in prompts], num_samples=2, **kw)
+    for turn in range(3):
+        fresh = Sampler(model, tokenizer, eos_id=EOS).sample(contexts, **kw)
+        assert out.tokens == fresh.tokens, f"turn {turn}"
+        for a, b in zip(out.logprobs, fresh.logprobs):
+            torch.testing.assert_close(torch.tensor(a), torch.tensor(b), atol=1e-5, rtol=0)
+        # The caller keeps only part of some actions (the cache holds tokens it then drops).
+        for k, (r, toks) in enumerate(zip(rows, out.tokens)):
+            keep = toks[: max(1, len(toks) - (k % 3))]
+            contexts[k] = contexts[k] + keep + obs[(r + turn) % 3]
+        if turn == 1:  # row 1 finished its episode
+            contexts.pop(1)
+            rows.pop(1)
+        out = session.sample(contexts, rows=rows, **kw)
+    assert session.rows == rows
+
+
+def test_session_sampling_is_seeded_and_rejects_misuse(model, tokenizer, prompts) -> None:
+    kw = {"max_new_tokens": 6, "temperature": 1.0}
+    runs = []
+    for _ in range(2):
+        s = Sampler(model, tokenizer).session()
+        g = torch.Generator().manual_seed(5)
+        a = s.sample(prompts, num_samples=2, generator=g, **kw)
+        ctx = [list(prompts[i // 2]) + t + [5] for i, t in enumerate(a.tokens)]
+        b = s.sample(ctx, rows=list(range(len(ctx))), generator=g, **kw)
+        runs.append((a, b))
+    assert runs[0] == runs[1]
+    s = Sampler(model, tokenizer).session()
+    with pytest.raises(ValueError, match="first call"):
+        s.sample(prompts, rows=[0, 1, 2], **kw)
+    s.sample(prompts, **kw)
+    with pytest.raises(ValueError, match="row id per context"):
+        s.sample(prompts, **kw)
+    with pytest.raises(ValueError, match="not in the session"):
+        s.sample(prompts[:1], rows=[7], **kw)
+    with pytest.raises(ValueError, match="increasing"):
+        s.sample(prompts[:2], rows=[1, 0], **kw)

@@ -95,7 +95,8 @@ def evaluate_cmd(
     policy = Policy.load(model or cfg.model.path, device=cfg.model.device, dtype=cfg.model.dtype,
                          tiny_seed=cfg.model.tiny_seed)
     r = evaluate(policy, world, problems, temperature=temperature, seed=cfg.train.seed,
-                 max_turns=cfg.rollout.max_turns, split=split)
+                 max_turns=cfg.rollout.max_turns, split=split,
+                 reuse_cache=cfg.rollout.reuse_cache)
     typer.echo(json.dumps({"task": cfg.task.name, "split": split, "success": r.success,
                            "reward": r.reward, "episodes": r.episodes}))
 

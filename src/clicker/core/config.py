@@ -43,6 +43,10 @@ class RolloutConfig(_Section):
     top_p: float = Field(1.0, gt=0.0, le=1.0, description="nucleus sampling mass")
     max_action_tokens: int | None = Field(None, ge=1, description="override the task's cap")
     max_turns: int | None = Field(None, ge=1, description="override the env's turn limit")
+    reuse_cache: bool = Field(
+        True, description="keep each episode's KV cache between turns (prefill only the new "
+        "tokens); turn off for models with sliding-window attention"
+    )
 
 
 class ValueConfig(_Section):

@@ -66,6 +66,7 @@ class RolloutSettings:
     top_p: float = 1.0
     max_action_tokens: int | None = None  # None: the world's own cap
     max_turns: int | None = None  # None: the world's own limit
+    reuse_cache: bool = True  # multi-turn: keep KV caches between turns (a sampler Session)
 
 
 def run_episodes(
@@ -115,6 +116,10 @@ def play(
     """
     sampler = sampler or Sampler(policy.model, policy.tokenizer)
     max_turns = settings.max_turns or world.max_turns
+    # Turn after turn, a session keeps each state's KV cache and prefills only the new tokens
+    # (the last action's tail and the observation) instead of the whole transcript.
+    session = sampler.session() if max_turns > 1 and settings.reuse_cache else None
+    row_of: dict[int, int] = {}  # id(state) -> its session row
     max_new = settings.max_action_tokens or world.max_action_tokens
     limit = policy.max_length
     long_stop = any(len(s) > 1 for s in world.stop)
@@ -138,11 +143,21 @@ def play(
             raise ValueError(f"first-round states come in runs of {n} identical states")
         # One call for all states; a row is cut to its own budget afterwards, which samples the
         # same distribution as capping it there (its first m tokens do not depend on the cap).
-        samples = sampler.sample(
-            [active[k].tokens for k in range(0, len(active), n)], num_samples=n,
-            max_new_tokens=max(budgets), temperature=settings.temperature,
-            top_p=settings.top_p, stop=world.stop, generator=generator,
-        )
+        kw = {"max_new_tokens": max(budgets), "temperature": settings.temperature,
+              "top_p": settings.top_p, "stop": world.stop, "generator": generator}
+        if session is None:
+            samples = sampler.sample(
+                [active[k].tokens for k in range(0, len(active), n)], num_samples=n, **kw
+            )
+        elif first:
+            samples = session.sample(
+                [active[k].tokens for k in range(0, len(active), n)], num_samples=n, **kw
+            )
+            row_of = {id(e): r for r, e in enumerate(active)}
+        else:
+            samples = session.sample(
+                [e.tokens for e in active], rows=[row_of[id(e)] for e in active], **kw
+            )
         first = False
         for e, budget, toks, lps in zip(active, budgets, samples.tokens, samples.logprobs):
             toks, lps = toks[:budget], lps[:budget]

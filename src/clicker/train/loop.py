@@ -46,11 +46,12 @@ class EvalResult:
 
 def evaluate(
     policy: Policy, world: World, n: int, *, temperature: float = 0.0, seed: int = 0,
-    max_turns: int | None = None, split: str = "test",
+    max_turns: int | None = None, split: str = "test", reuse_cache: bool = True,
 ) -> EvalResult:
     """Held-out success: one episode per problem on the first n problems of the split."""
     gen = torch.Generator(device=policy.device).manual_seed(seed + EVAL_SEED_OFFSET)
-    settings = RolloutSettings(group_size=1, temperature=temperature, max_turns=max_turns)
+    settings = RolloutSettings(group_size=1, temperature=temperature, max_turns=max_turns,
+                               reuse_cache=reuse_cache)
     eps = []
     chunk = 64
     sampler = Sampler(policy.model, policy.tokenizer)
@@ -114,7 +115,8 @@ def train(cfg: Config, run_dir: Path | None = None, *, resume: bool = False) -> 
     cpu_gen = torch.Generator().manual_seed(cfg.train.seed + 1)
     sampler = Sampler(policy.model, policy.tokenizer)
     settings = RolloutSettings(cfg.rollout.group_size, cfg.rollout.temperature, cfg.rollout.top_p,
-                               cfg.rollout.max_action_tokens, cfg.rollout.max_turns)
+                               cfg.rollout.max_action_tokens, cfg.rollout.max_turns,
+                               cfg.rollout.reuse_cache)
     ctx = CreditContext(policy, world, settings, generator, initial=frozen, seed=cfg.train.seed)
     credit = make_credit(cfg.credit, ctx)
     reference = ctx.reference if cfg.update.kl_coef > 0 else None
@@ -137,7 +139,8 @@ def train(cfg: Config, run_dir: Path | None = None, *, resume: bool = False) -> 
 
     def held_out() -> float:
         r = evaluate(policy, world, cfg.train.eval_problems, temperature=cfg.train.eval_temperature,
-                     seed=cfg.train.seed, max_turns=cfg.rollout.max_turns)
+                     seed=cfg.train.seed, max_turns=cfg.rollout.max_turns,
+                     reuse_cache=cfg.rollout.reuse_cache)
         return r.success
 
     tc = cfg.train
