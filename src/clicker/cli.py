@@ -1,4 +1,4 @@
-"""The `clicker` command: train, eval, init-model.
+"""The `clicker` command: train, eval, compare, init-model.
 
 Bad input (unknown task or method, a field of the wrong type, a missing model directory, an
 unreadable YAML) prints one line naming what is wrong and exits with code 2, without a
@@ -101,6 +101,49 @@ def evaluate_cmd(
                            "reward": r.reward, "episodes": r.episodes}))
 
 
+def _names(text: str | None) -> list[str] | None:
+    return [n.strip() for n in text.split(",") if n.strip()] if text else None
+
+
+@app.command()
+def compare(
+    spec: Annotated[Path | None, typer.Argument(help="YAML compare spec (optional)")] = None,
+    preset: Annotated[str | None, typer.Option(help="quick (default) | full")] = None,
+    tasks: Annotated[str | None, typer.Option(help="comma-separated task names")] = None,
+    methods: Annotated[str | None, typer.Option(help="comma-separated method names")] = None,
+    seeds: Annotated[int | None, typer.Option(help="seeds per method and task")] = None,
+    budget: Annotated[int | None, typer.Option(help="world tokens per run (every task)")] = None,
+    target: Annotated[float | None, typer.Option(help="held-out success target")] = None,
+    jobs: Annotated[int | None, typer.Option(help="parallel runs (0 = one per core)")] = None,
+    lr: Annotated[list[str], typer.Option(help="METHOD=LR, repeatable")] = [],  # noqa: B006
+    set_: SetOpt = [],  # noqa: B006
+    out: Annotated[Path, typer.Option(help="output directory")] = Path("runs/compare"),
+    report_only: Annotated[bool, typer.Option(help="no training: report finished runs")] = False,
+) -> None:
+    """Compare credit methods on tasks at equal world-token budgets over seeds; write a report.
+
+    Runs are resumable: run the same command again to continue an interrupted compare.
+    Methods, tasks and presets: `clicker.experiment.compare` (METHODS, TASKS, PRESETS).
+    """
+    from clicker.experiment.compare import compare as run_compare
+    from clicker.experiment.compare import load_spec
+
+    lrs = {}
+    for item in lr:
+        name, _, value = item.partition("=")
+        try:
+            lrs[name] = float(value)
+        except ValueError:
+            raise ConfigError(f"--lr {item!r}: expected METHOD=FLOAT") from None
+    s = load_spec(spec, preset=preset, tasks=_names(tasks), methods=_names(methods), seeds=seeds,
+                  budget=budget, target=target, jobs=jobs, lr=lrs, set=list(set_))
+    results = run_compare(s, out, report_only=report_only)
+    if results["tasks"]:
+        typer.echo(f"report: {(out / 'report.html').resolve()}")
+    else:
+        typer.echo(f"no finished runs to report in {out}")
+
+
 @app.command("init-model")
 def init_model(
     seed: Annotated[int, typer.Option(help="seed of the built-in tiny model")] = 0,
@@ -128,6 +171,11 @@ def main() -> None:
         msg = str(e).splitlines()[0] if str(e) else type(e).__name__
         typer.echo(f"clicker: error: {msg}", err=True)
         sys.exit(2)
+    except RuntimeError as e:  # work that ran and failed (e.g. runs of a compare): not bad input
+        if debug:
+            raise
+        typer.echo(f"clicker: failed: {str(e).splitlines()[0]}", err=True)
+        sys.exit(1)
 
 
 if __name__ == "__main__":

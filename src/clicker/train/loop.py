@@ -8,6 +8,9 @@ from its latest checkpoint (model, optimizer, RNG states, credit models, counter
 from __future__ import annotations
 
 import json
+import resource
+import statistics
+import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -17,6 +20,7 @@ import torch
 from clicker.core.config import Config, dump_config
 from clicker.core.types import Batch
 from clicker.credit import CreditContext, make_credit
+from clicker.experiment.gallery import gallery_records, write_gallery
 from clicker.models.policy import Policy
 from clicker.rollout.runner import RolloutSettings, run_episodes
 from clicker.rollout.sampler import Sampler
@@ -85,8 +89,21 @@ def default_run_dir(cfg: Config) -> Path:
     return Path("runs") / f"{stamp}-{cfg.task.name}-{'+'.join(cfg.credit.sources)}"
 
 
+def resources(t_start: float, iteration_s: list[float], device: torch.device) -> dict:
+    """Cost of this process's run: wall seconds since t_start, median seconds per iteration, peak
+    resident memory of the process (MB; per run when each run has its own process, as under
+    `clicker compare`) and peak CUDA memory allocated (MB, None without CUDA)."""
+    rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss  # KB on Linux, bytes on macOS
+    rss_mb = rss / (2**20 if sys.platform == "darwin" else 2**10)
+    cuda = (torch.cuda.max_memory_allocated(device) / 2**20 if device.type == "cuda" else None)
+    return {"wall_s": time.time() - t_start,
+            "s_per_iteration": statistics.median(iteration_s) if iteration_s else None,
+            "peak_rss_mb": rss_mb, "peak_cuda_mb": cuda}
+
+
 def train(cfg: Config, run_dir: Path | None = None, *, resume: bool = False) -> dict:
     """Train a policy as configured; returns the run summary (also in summary.json)."""
+    t_start = time.time()
     run_dir = Path(run_dir or cfg.train.run_dir or default_run_dir(cfg))
     run_dir.mkdir(parents=True, exist_ok=True)
     ckpt = latest_checkpoint(run_dir) if resume else None
@@ -151,6 +168,8 @@ def train(cfg: Config, run_dir: Path | None = None, *, resume: bool = False) -> 
         progress.update(start, held_out=first_eval, world_tokens=0)
     done = start - 1  # last finished iteration
     last_eval = first_eval
+    last_batch = None  # (iteration, episodes, credit) of the newest iteration, for the gallery
+    iteration_s: list[float] = []
     try:
         for it in range(start, tc.iterations):
             if tc.world_token_budget and world_tokens >= tc.world_token_budget:
@@ -185,6 +204,8 @@ def train(cfg: Config, run_dir: Path | None = None, *, resume: bool = False) -> 
                 "time/rollout_s": t_roll,
                 "time/iteration_s": time.time() - t0,
             } | credit_out.metrics | result.metrics
+            iteration_s.append(m["time/iteration_s"])
+            last_batch = (it, episodes, credit_out)
             spent = bool(tc.world_token_budget and world_tokens >= tc.world_token_budget)
             if tc.eval_every and ((it + 1) % tc.eval_every == 0 or it + 1 == tc.iterations
                                   or spent):  # the last iteration always has a held-out point
@@ -202,8 +223,13 @@ def train(cfg: Config, run_dir: Path | None = None, *, resume: bool = False) -> 
     if done >= start:
         checkpoint(done)
     write_reports(run_dir, credit.report())
+    if last_batch is not None:
+        it, episodes, credit_out = last_batch
+        write_gallery(run_dir, gallery_records(episodes, credit_out, policy.tokenizer, it,
+                                               seed=tc.seed))
     summary = {"run_dir": str(run_dir), "iterations": done + 1, "world_tokens": world_tokens,
-               "initial_eval_success": first_eval, "final_eval_success": last_eval}
+               "initial_eval_success": first_eval, "final_eval_success": last_eval,
+               **resources(t_start, iteration_s, policy.device)}
     write_atomic(run_dir / "summary.json", json.dumps(summary, indent=1))
     return summary
 

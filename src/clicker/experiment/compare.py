@@ -1,0 +1,726 @@
+"""`clicker compare`: which credit method should I use on my task, and how much does it save?
+
+Runs every method x task x seed as an ordinary training run (`clicker.train.loop.train`) from
+the same initial model, stopped by an equal world-token budget, then reports world tokens to a
+held-out target, final success and area under the learning curve, with few-seed statistics done
+properly (IQM, stratified-bootstrap 95 % CIs, probability of improvement over GRPO; Agarwal et al.
+2021). Output, in `--out`:
+
+- `runs/<task>/<method>/seed<s>/`: normal run directories (metrics.jsonl, checkpoints, gallery);
+- `results.json`: every statistic, per-seed values, curves, cost and gallery episodes;
+- `report.html` (self-contained) and a PNG per task (`clicker.experiment.report`).
+
+Runs go to parallel worker processes (`jobs`; each run gets its own process, so its peak memory
+is its own) with one live display for all of them. An interrupted compare resumes: a finished
+run (summary.json) is reused after checking its config is the one asked for, a run with a
+checkpoint continues from it, a run interrupted before its first checkpoint starts again.
+
+Tokens to target: first crossing of the held-out curve, linear between eval points. A run that
+has not crossed by the budget is censored and scored as NEVER_REACHED_FACTOR x budget (PAR-2), a
+finite lower bound on its cost, so IQMs, CIs and ratios stay finite; results.json keeps the raw
+per-seed values (null = never).
+"""
+
+from __future__ import annotations
+
+import concurrent.futures as cf
+import contextlib
+import copy
+import json
+import math
+import multiprocessing
+import os
+import shutil
+import statistics
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Self
+
+import numpy as np
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from clicker.core.config import Config, ConfigError, build_config, dump_config, parse_override
+from clicker.core.config import set_path as _set_path
+from clicker.experiment.stats import (
+    auc,
+    iqm,
+    pooled_iqm,
+    probability_of_improvement,
+    stratified_bootstrap_ci,
+    tokens_to_target,
+)
+
+NEVER_REACHED_FACTOR = 2.0  # censored runs score 2 x budget (PAR-2)
+BASELINE = "grpo"  # ratios and probabilities of improvement are against this method
+GALLERY_PER_METHOD = 2  # episodes per method and task in results.json / the report
+
+# Tasks: config overrides, world-token budget per run and held-out target. The target should be
+# reachable by the baseline inside the budget, or tokens-to-target only says "censored" for all.
+# Calibrated on the built-in tiny model (seed 0) on 2 CPU cores; see README for the numbers.
+# - addition_quick / keydoor_quick: the `quick` preset, small budgets so that the whole compare
+#   fits in about 10 minutes on 2 cores.
+# - keydoor_h20: 2 rooms, 20 turns. keydoor_long: 3 rooms (5-step optimum), 20 turns; the
+#   multi-turn world where credit over many turns matters; per-episode loss averaging (token-level
+#   averaging let long failing episodes dominate: GRPO fell 0.16 -> 0.06).
+# - addition2: GRPO lr 3e-5: greedy held-out 0.57 -> 0.73 in ~180k world tokens.
+# - addition3: CAUTION: the tiny model solves 0 of 512 sampled 3-digit sums, so from it no method
+#   gets any reward; use it with a stronger model (--set model.path=...).
+TASKS: dict[str, dict[str, Any]] = {
+    "addition_quick": {
+        "overrides": {
+            "task.name": "addition", "task.args": {"digits": 2},
+            "rollout.prompts": 16, "rollout.group_size": 8, "update.lr": 3e-5,
+            "train.eval_temperature": 0.0, "train.eval_problems": 128, "train.eval_every": 10,
+        },
+        "budget": 60_000, "target": 0.68,
+    },
+    "keydoor_quick": {
+        "overrides": {
+            "task.name": "keydoor", "task.args": {"rooms": 2, "max_turns": 8},
+            "rollout.prompts": 8, "rollout.group_size": 8, "update.lr": 1e-4,
+            "train.eval_temperature": 1.0, "train.eval_problems": 64, "train.eval_every": 3,
+        },
+        "budget": 60_000, "target": 0.7,
+    },
+    "keydoor_h20": {
+        "overrides": {
+            "task.name": "keydoor", "task.args": {"rooms": 2, "max_turns": 20},
+            "rollout.prompts": 8, "rollout.group_size": 8, "update.lr": 1e-4,
+            "train.eval_temperature": 1.0, "train.eval_problems": 64, "train.eval_every": 5,
+        },
+        "budget": 400_000, "target": 0.8,
+    },
+    "keydoor_long": {
+        "overrides": {
+            "task.name": "keydoor", "task.args": {"rooms": 3, "max_turns": 20},
+            "rollout.prompts": 4, "rollout.group_size": 8, "update.lr": 5e-5,
+            "update.aggregation": "sequence",
+            "train.eval_temperature": 1.0, "train.eval_problems": 64, "train.eval_every": 5,
+        },
+        "budget": 320_000, "target": 0.3,
+    },
+    "addition3": {
+        "overrides": {
+            "task.name": "addition", "task.args": {"digits": 3},
+            "rollout.prompts": 16, "rollout.group_size": 8, "update.lr": 3e-5,
+            "train.eval_temperature": 0.0, "train.eval_problems": 256, "train.eval_every": 10,
+        },
+        "budget": 400_000, "target": 0.3,
+    },
+    "addition2": {
+        "overrides": {
+            "task.name": "addition", "task.args": {"digits": 2},
+            "rollout.prompts": 16, "rollout.group_size": 8, "update.lr": 3e-5,
+            "train.eval_temperature": 0.0, "train.eval_problems": 256, "train.eval_every": 10,
+        },
+        "budget": 200_000, "target": 0.7,
+    },
+}
+
+# Methods: config overrides on top of the task's. Each is its credit source alone at weight 1
+# with that source's defaults (credit.<name>.* in clicker.core.config) and the task's policy lr,
+# plus what it needs to be run fairly.
+METHODS: dict[str, dict[str, Any]] = {
+    "grpo": {"credit.sources": {"grpo": 1.0}},
+    "drgrpo": {"credit.sources": {"drgrpo": 1.0}},
+    "rloo": {"credit.sources": {"rloo": 1.0}},
+    "value": {"credit.sources": {"value": 1.0}},
+    "mc": {"credit.sources": {"mc": 1.0}, "credit.mc.step_tokens": 1},
+    # PRIME's beta 0.05 / PRM lr 1e-6 are for 7B models: on the tiny model the PRM never left
+    # log 2 and the policy collapsed; beta * sum(log-ratio) must reach O(1) over a few tokens.
+    "implicit_prm": {"credit.sources": {"implicit_prm": 1.0}, "credit.implicit_prm.beta": 0.5,
+                     "credit.implicit_prm.lr": 1e-4},
+    # one pass per batch for each of the two judges (epochs 2 made it 4x the cost of GRPO)
+    "adjudicator": {"credit.sources": {"adjudicator": 1.0}, "credit.adjudicator.epochs": 1},
+    "judge": {"credit.sources": {"judge": 1.0}},
+    "rft": {"credit.sources": {"rft": 1.0}},
+}
+
+# Compare presets. quick: `make demo` (at most ~10 minutes on 2 CPU cores including building the
+# tiny model): GRPO against the clicker on a short keydoor and addition. full: the benchmark of
+# record (hours on 2 cores).
+PRESETS: dict[str, dict[str, Any]] = {
+    "quick": {"tasks": ["addition_quick", "keydoor_quick"], "methods": ["grpo", "value"],
+              "seeds": 2},
+    "full": {"tasks": ["keydoor_long", "keydoor_h20", "addition2"],
+             "methods": ["grpo", "value", "mc", "implicit_prm", "adjudicator", "rft"],
+             "seeds": 5},
+}
+
+# Every run: the budget, not an iteration count, ends it; checkpoints only for resuming.
+COMMON: dict[str, Any] = {
+    "train.iterations": 10_000_000,
+    "train.checkpoint_every": 10,
+    "train.keep_checkpoints": 1,
+    "train.progress": False,
+}
+
+
+class TaskDef(BaseModel):
+    """A task of a compare: config overrides (dotted keys), budget and target."""
+
+    model_config = ConfigDict(extra="forbid")
+    overrides: dict[str, Any]
+    budget: int = Field(gt=0)
+    target: float = Field(ge=0.0, le=1.0)
+
+
+class CompareSpec(BaseModel):
+    """What to compare. The YAML form of `clicker compare` has these keys (all optional)."""
+
+    model_config = ConfigDict(extra="forbid")
+    preset: str = Field("quick", description=f"one of {', '.join(PRESETS)}; the defaults below")
+    tasks: list[str] | None = Field(None, description="task names (TASKS or task_defs)")
+    methods: list[str] | None = Field(None, description="method names (METHODS or method_defs)")
+    seeds: int | None = Field(None, ge=1, description="seeds 0..N-1 of every method and task")
+    budget: int | None = Field(None, gt=0, description="world tokens per run, every task")
+    target: float | None = Field(None, ge=0.0, le=1.0, description="held-out target, every task")
+    jobs: int = Field(0, ge=0, description="parallel runs; 0 = one per CPU core (1 on CUDA)")
+    set: list[str] = Field(default_factory=list, description="key=value for every run")
+    lr: dict[str, float] = Field(default_factory=dict, description="policy lr per method")
+    eval_every: int | None = Field(None, ge=1, description="held-out eval every N iterations")
+    eval_problems: int | None = Field(None, ge=1, description="held-out problems per eval")
+    task_defs: dict[str, TaskDef] = Field(default_factory=dict, description="custom tasks")
+    method_defs: dict[str, dict[str, Any]] = Field(
+        default_factory=dict, description="custom methods: name -> config overrides"
+    )
+    reps: int = Field(2000, ge=100, description="bootstrap replicates")
+
+    def resolved(self) -> CompareSpec:
+        """Fill tasks, methods and seeds from the preset; check every name."""
+        if self.preset not in PRESETS:
+            raise ConfigError(f"unknown compare preset {self.preset!r}; choose from: "
+                              f"{', '.join(PRESETS)}")
+        p = PRESETS[self.preset]
+        spec = self.model_copy(update={
+            "tasks": self.tasks or list(p["tasks"]),
+            "methods": self.methods or list(p["methods"]),
+            "seeds": self.seeds or p["seeds"],
+        })
+        tasks, methods = spec.all_tasks(), spec.all_methods()
+        for kind, names, known in (("task", spec.tasks, tasks), ("method", spec.methods, methods)):
+            unknown = [n for n in names or [] if n not in known]
+            if unknown:
+                raise ConfigError(f"unknown {kind} {unknown[0]!r}; choose from: "
+                                  f"{', '.join(known)} (or define it in {kind}_defs)")
+            if len(set(names or [])) != len(names or []):
+                raise ConfigError(f"{kind}s are listed twice: {names}")
+        extra = [m for m in spec.lr if m not in (spec.methods or [])]
+        if extra:
+            raise ConfigError(f"lr: {extra[0]!r} is not among the methods {spec.methods}")
+        return spec
+
+    def all_tasks(self) -> dict[str, TaskDef]:
+        return {n: TaskDef(**d) for n, d in TASKS.items()} | self.task_defs
+
+    def all_methods(self) -> dict[str, dict[str, Any]]:
+        return METHODS | self.method_defs
+
+
+def load_spec(path: Path | None, **overrides: Any) -> CompareSpec:
+    """A CompareSpec from a YAML file (or none) with command-line values on top (None = unset)."""
+    data: dict[str, Any] = {}
+    if path is not None:
+        if not path.is_file():
+            raise ConfigError(f"compare spec not found: {path}")
+        try:
+            data = yaml.safe_load(path.read_text()) or {}
+        except yaml.YAMLError as e:
+            raise ConfigError(f"{path}: not valid YAML ({str(e).splitlines()[0]})") from None
+        if not isinstance(data, dict):
+            raise ConfigError(f"{path}: expected a mapping of compare settings")
+    for key, value in overrides.items():
+        if value is not None and value != [] and value != {}:
+            data[key] = value
+    try:
+        return CompareSpec.model_validate(data).resolved()
+    except ValidationError as err:
+        e = err.errors()[0]
+        where = ".".join(str(x) for x in e["loc"]) or "spec"
+        raise ConfigError(f"compare {where}: {e['msg']}") from None
+
+
+@dataclass(frozen=True)
+class Run:
+    task: str
+    method: str
+    seed: int
+    cfg: Config
+    run_dir: Path
+
+    @property
+    def name(self) -> str:
+        return f"{self.task}/{self.method}/seed{self.seed}"
+
+
+def run_dir_of(runs: Path, task: str, method: str, seed: int) -> Path:
+    return runs / task / method / f"seed{seed}"
+
+
+def make_config(spec: CompareSpec, task: str, method: str, seed: int) -> Config:
+    """Overrides in order: COMMON, task, method, lr, eval-*, set, then seed and budget."""
+    td = spec.all_tasks()[task]
+    items: dict[str, Any] = {**COMMON, **td.overrides, **spec.all_methods()[method]}
+    if method in spec.lr:
+        items["update.lr"] = spec.lr[method]
+    if spec.eval_every is not None:
+        items["train.eval_every"] = spec.eval_every
+    if spec.eval_problems is not None:
+        items["train.eval_problems"] = spec.eval_problems
+    for extra in spec.set:
+        key, value = parse_override(extra)
+        items[key] = value
+    items |= {"train.seed": seed, "train.world_token_budget": budget_of(spec, task)}
+    if not items.get("train.eval_every"):
+        raise ConfigError(f"task {task}: train.eval_every must be > 0 (compare needs curves)")
+    data: dict[str, Any] = {}
+    for key, value in items.items():
+        _set_path(data, key, copy.deepcopy(value))  # never alias (and mutate) TASKS
+    return build_config(data)
+
+
+def budget_of(spec: CompareSpec, task: str) -> int:
+    return int(spec.budget if spec.budget is not None else spec.all_tasks()[task].budget)
+
+
+def target_of(spec: CompareSpec, task: str) -> float:
+    return float(spec.target if spec.target is not None else spec.all_tasks()[task].target)
+
+
+def plan(spec: CompareSpec, out: Path) -> list[Run]:
+    """Every run, its config validated (and its credit sources known) before any starts."""
+    from clicker.credit import CREDITS
+    from clicker.tasks import make_world
+
+    runs = []
+    for task in spec.tasks or []:
+        for seed in range(spec.seeds or 1):
+            for method in spec.methods or []:
+                cfg = make_config(spec, task, method, seed)
+                unknown = [s for s in cfg.credit.sources if s not in CREDITS]
+                if unknown:
+                    raise ConfigError(f"method {method}: unknown credit source {unknown[0]!r}; "
+                                      f"choose from: {', '.join(CREDITS)}")
+                runs.append(Run(task, method, seed, cfg, run_dir_of(out / "runs", task, method,
+                                                                    seed)))
+        cfg = runs[-1].cfg
+        make_world(cfg.task.name, **cfg.task.args)  # a bad task argument fails now, not later
+    return runs
+
+
+def check_same_config(run: Run) -> None:
+    """Fail if an existing run was made with another config (train.progress aside)."""
+    path = run.run_dir / "config.yaml"
+    if not path.is_file():
+        return
+    saved, wanted = yaml.safe_load(path.read_text()), yaml.safe_load(dump_config(run.cfg))
+    for c in (saved, wanted):
+        c["train"].pop("progress", None)
+    if saved != wanted:
+        raise ConfigError(f"{run.run_dir} was run with a different config (budget, lr, ...?); "
+                          "delete it or use another --out")
+
+
+def is_done(run: Run) -> bool:
+    return (run.run_dir / "summary.json").is_file()
+
+
+# --- executing runs --------------------------------------------------------------------------
+
+
+def run_one(cfg: Config, run_dir: Path) -> dict:
+    """Train (or resume, or reuse) one run, then make sure its curve ends with an eval."""
+    from clicker.train.checkpoint import latest_checkpoint
+    from clicker.train.loop import train
+
+    if not (run_dir / "summary.json").is_file():
+        resume = latest_checkpoint(run_dir) is not None
+        if not resume and run_dir.exists():  # interrupted before its first checkpoint
+            shutil.rmtree(run_dir)
+        train(cfg, run_dir, resume=resume)
+    final_eval(cfg, run_dir)
+    return json.loads((run_dir / "summary.json").read_text())
+
+
+def final_eval(cfg: Config, run_dir: Path) -> None:
+    """Evaluate the final checkpoint if the last iteration logged no held-out success, with the
+    run's eval settings (same problems, same eval seed), into final_eval.json."""
+    from clicker.models.policy import Policy
+    from clicker.tasks import make_world
+    from clicker.train.checkpoint import latest_checkpoint, write_atomic
+    from clicker.train.loop import evaluate
+    from clicker.train.metrics import read_metrics
+
+    rows = read_metrics(run_dir)
+    if not rows or rows[-1].get("eval/success") is not None:
+        return
+    if (run_dir / "final_eval.json").exists():
+        return
+    ckpt = latest_checkpoint(run_dir)
+    if ckpt is None:
+        raise RuntimeError(f"{run_dir} has no checkpoint to evaluate")
+    policy = Policy.load(ckpt, device=cfg.model.device, dtype=cfg.model.dtype)
+    world = make_world(cfg.task.name, **cfg.task.args)
+    tc = cfg.train
+    r = evaluate(policy, world, tc.eval_problems, temperature=tc.eval_temperature, seed=tc.seed,
+                 max_turns=cfg.rollout.max_turns, reuse_cache=cfg.rollout.reuse_cache)
+    row = {"iteration": rows[-1]["iteration"], "world/tokens": rows[-1]["world/tokens"],
+           "eval/success": r.success}
+    write_atomic(run_dir / "final_eval.json", json.dumps(row))
+
+
+def _worker(cfg: Config, run_dir: str, threads: int) -> dict:
+    """One run in its own process; its output goes to run_dir/log.txt, not the live display."""
+    os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+    os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+    import torch
+
+    torch.set_num_threads(threads)
+    d = Path(run_dir)
+    d.parent.mkdir(parents=True, exist_ok=True)
+    log = d.parent / f"{d.name}.log"
+    with open(log, "a") as f, contextlib.redirect_stdout(f), contextlib.redirect_stderr(f):
+        return run_one(cfg, d)
+
+
+def default_jobs(runs: list[Run]) -> int:
+    import torch
+
+    if any(r.cfg.model.device.startswith("cuda") for r in runs) or (
+        torch.cuda.is_available() and any(r.cfg.model.device == "auto" for r in runs)
+    ):
+        return 1  # runs would share one GPU
+    return max(1, min(os.cpu_count() or 1, 8))
+
+
+def _progress_of(run: Run) -> tuple[int, float | None, float | None]:
+    """(world tokens so far, first held-out success, latest held-out success) from metrics."""
+    path = run.run_dir / "metrics.jsonl"
+    tokens, first, last = 0, None, None
+    if not path.is_file():
+        return tokens, first, last
+    for line in path.read_text().splitlines():
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError:
+            continue
+        tokens = max(tokens, int(row.get("world/tokens") or 0))
+        if row.get("eval/success") is not None:
+            first = row["eval/success"] if first is None else first
+            last = row["eval/success"]
+    return tokens, first, last
+
+
+class LiveDisplay:
+    """One table of every run: status, world tokens against the budget, held-out success.
+    On a terminal it refreshes in place; otherwise it prints a line per finished run."""
+
+    def __init__(self, runs: list[Run], budgets: dict[str, int]) -> None:
+        from rich.console import Console
+
+        self.runs, self.budgets = runs, budgets
+        self.status = {r.name: ("reused" if is_done(r) else "waiting") for r in runs}
+        self.started: dict[str, float] = {}
+        self.ended: dict[str, float] = {}
+        self.console = Console(stderr=True)
+        self.live = None
+        if self.console.is_terminal:
+            from rich.live import Live
+
+            self.live = Live(self._table(), console=self.console, refresh_per_second=2)
+
+    def __enter__(self) -> Self:
+        if self.live is not None:
+            self.live.__enter__()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self.live is not None:
+            self.live.update(self._table())
+            self.live.__exit__(*exc)
+
+    def set(self, run: Run, status: str, note: str = "") -> None:
+        self.status[run.name] = status
+        now = time.time()
+        if status == "running":
+            self.started[run.name] = now
+        elif status in ("done", "failed"):
+            self.ended[run.name] = now
+            if self.live is None:
+                took = now - self.started.get(run.name, now)
+                _, first, last = _progress_of(run)
+                held = f"held-out {first:.3f} -> {last:.3f}" if last is not None else ""
+                print(f"[{sum(s in ('done', 'failed', 'reused') for s in self.status.values())}"
+                      f"/{len(self.runs)}] {run.name}: {status} in {took:.0f} s {held} {note}",
+                      file=sys.stderr, flush=True)
+        self.refresh()
+
+    def refresh(self) -> None:
+        if self.live is not None:
+            self.live.update(self._table())
+
+    def _table(self) -> Any:
+        from rich.progress_bar import ProgressBar
+        from rich.table import Table
+
+        t = Table(title="clicker compare", expand=False)
+        for col in ("run", "status", "world tokens", "", "held-out", "time"):
+            t.add_column(col)
+        now = time.time()
+        for r in self.runs:
+            status = self.status[r.name]
+            tokens, first, last = _progress_of(r) if status != "waiting" else (0, None, None)
+            budget = self.budgets[r.task]
+            held = f"{first:.3f} -> {last:.3f}" if last is not None else ""
+            start = self.started.get(r.name)
+            took = f"{self.ended.get(r.name, now) - start:.0f} s" if start else ""
+            style = {"running": "yellow", "done": "green", "failed": "red"}.get(status, "dim")
+            t.add_row(r.name, f"[{style}]{status}", f"{tokens:,} / {budget:,}",
+                      ProgressBar(total=budget, completed=min(tokens, budget), width=24),
+                      held, took)
+        return t
+
+
+def execute(runs: list[Run], jobs: int) -> dict[str, str]:
+    """Run every unfinished run in worker processes; return {run name: error} of failed ones."""
+    todo = [r for r in runs if not is_done(r)]
+    failures: dict[str, str] = {}
+    budgets = {r.task: r.cfg.train.world_token_budget or 0 for r in runs}
+    if not todo:
+        return failures
+    jobs = min(jobs, len(todo))
+    threads = max(1, (os.cpu_count() or 1) // jobs)
+    ctx = multiprocessing.get_context("spawn")
+    with LiveDisplay(runs, budgets) as display, cf.ProcessPoolExecutor(
+        max_workers=jobs, mp_context=ctx, max_tasks_per_child=1
+    ) as pool:
+        pending: dict[cf.Future, Run] = {}
+        queue = list(todo)
+
+        def submit() -> None:
+            while queue and len(pending) < jobs:
+                r = queue.pop(0)
+                pending[pool.submit(_worker, r.cfg, str(r.run_dir), threads)] = r
+                display.set(r, "running")
+
+        submit()
+        while pending:
+            done, _ = cf.wait(pending, timeout=1.0, return_when=cf.FIRST_COMPLETED)
+            for fut in done:
+                r = pending.pop(fut)
+                try:
+                    fut.result()
+                    display.set(r, "done")
+                except Exception as e:  # noqa: BLE001 - a failed run must not take the others down
+                    failures[r.name] = f"{type(e).__name__}: {e}"
+                    display.set(r, "failed", f"({type(e).__name__}: {e})")
+            submit()
+            display.refresh()
+    return failures
+
+
+# --- statistics ---------------------------------------------------------------------------------
+
+
+def load_curve(run_dir: Path) -> tuple[np.ndarray, np.ndarray] | None:
+    """(E,) world tokens and (E,) held-out success of a finished run, or None if unfinished."""
+    from clicker.train.metrics import read_metrics
+
+    if not (run_dir / "summary.json").is_file():
+        return None
+    rows = [r for r in read_metrics(run_dir) if r.get("eval/success") is not None]
+    if (run_dir / "final_eval.json").is_file():
+        rows.append(json.loads((run_dir / "final_eval.json").read_text()))
+    if not rows:
+        return None
+    rows.sort(key=lambda r: (r["world/tokens"], r["iteration"]))
+    return (np.array([r["world/tokens"] for r in rows], float),
+            np.array([r["eval/success"] for r in rows], float))
+
+
+def _num(x: Any) -> float | None:
+    if x is None:
+        return None
+    x = float(x)
+    return x if math.isfinite(x) else None
+
+
+def _interval(values: np.ndarray, reps: int) -> dict[str, Any]:
+    ci = stratified_bootstrap_ci({"t": values}, pooled_iqm, reps=reps)
+    return {"iqm": _num(ci.point), "ci": [_num(ci.low), _num(ci.high)]}
+
+
+def _iqm_ratio(d: dict[str, np.ndarray]) -> np.ndarray:
+    """IQM(x) / IQM(y) over the last (seed) axis; a vectorised bootstrap statistic."""
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return np.asarray(iqm(d["x"], -1)) / np.asarray(iqm(d["y"], -1))
+
+
+def analyse_task(
+    curves: dict[str, list[tuple[np.ndarray, np.ndarray]]], budget: int, target: float, reps: int
+) -> tuple[dict[str, Any], dict[str, dict[str, np.ndarray]]]:
+    """Per-method statistics of one task, and the per-seed arrays (seeds,) they came from.
+    curves: method -> one (tokens (E,), success (E,)) per finished seed."""
+    per: dict[str, dict[str, np.ndarray]] = {}
+    for method, cs in curves.items():
+        ttt = np.array([tokens_to_target(t, s, target) for t, s in cs])
+        ttt[ttt > budget] = math.inf  # crossed only past the budget: not reached within it
+        per[method] = {
+            "ttt_raw": ttt,
+            "ttt": np.where(np.isfinite(ttt), ttt, NEVER_REACHED_FACTOR * budget),
+            "final": np.array([s[-1] for _, s in cs]),
+            "auc": np.array([auc(t, s, budget) for t, s in cs]),
+        }
+    out: dict[str, Any] = {"budget": budget, "target": target, "methods": {}}
+    base = per.get(BASELINE)
+    for method, p in per.items():
+        row: dict[str, Any] = {
+            "seeds": len(p["ttt"]),
+            "reached": int(np.isfinite(p["ttt_raw"]).sum()),
+            "tokens_to_target": {"per_seed": [_num(v) for v in p["ttt_raw"]],
+                                 **_interval(p["ttt"], reps)},
+            "final_success": {"per_seed": p["final"].tolist(), **_interval(p["final"], reps)},
+            "auc": {"per_seed": p["auc"].tolist(), **_interval(p["auc"], reps)},
+        }
+        if base is not None:
+            ci = stratified_bootstrap_ci({"x": p["ttt"], "y": base["ttt"]}, _iqm_ratio, reps=reps)
+            row["ratio_to_grpo"] = {"value": _num(ci.point), "ci": [_num(ci.low), _num(ci.high)]}
+            row["poi_over_grpo"] = {
+                "tokens_to_target": probability_of_improvement(-p["ttt"], -base["ttt"]),
+                "final_success": probability_of_improvement(p["final"], base["final"]),
+                "auc": probability_of_improvement(p["auc"], base["auc"]),
+            }
+        out["methods"][method] = row
+    return out, per
+
+
+def resources_of(summaries: list[dict]) -> dict[str, dict[str, Any]]:
+    """Median and per-seed wall clock, seconds per iteration and peak memory of a method."""
+    out = {}
+    for key in ("wall_s", "s_per_iteration", "peak_rss_mb", "peak_cuda_mb"):
+        vals = [_num(s.get(key)) for s in summaries]
+        known = [v for v in vals if v is not None]
+        out[key] = {"median": statistics.median(known) if known else None, "per_seed": vals}
+    return out
+
+
+def collect(spec: CompareSpec, runs: list[Run]) -> dict[str, Any]:
+    """results.json from the finished runs (unfinished ones are left out and listed)."""
+    from clicker.experiment.gallery import read_gallery
+
+    results: dict[str, Any] = {
+        "created": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
+        "preset": spec.preset, "methods": spec.methods, "seeds": spec.seeds,
+        "baseline": BASELINE,
+        "never_reached": f"scored as {NEVER_REACHED_FACTOR:g} x budget in IQMs, CIs, ratios and "
+                         "probabilities; null in per_seed",
+        "method_overrides": {m: spec.all_methods()[m] | (
+            {"update.lr": spec.lr[m]} if m in spec.lr else {}) for m in spec.methods or []},
+        "tasks": {}, "overall": {}, "unfinished": [],
+    }
+    per_task: dict[str, dict[str, dict[str, np.ndarray]]] = {}
+    for task in spec.tasks or []:
+        curves: dict[str, list] = {}
+        raw: dict[str, list[dict]] = {}
+        summaries: dict[str, list[dict]] = {}
+        gallery: dict[str, list[dict]] = {}
+        for method in spec.methods or []:
+            mine = [r for r in runs if r.task == task and r.method == method]
+            for r in mine:
+                c = load_curve(r.run_dir)
+                if c is None:
+                    results["unfinished"].append(r.name)
+                    continue
+                curves.setdefault(method, []).append(c)
+                raw.setdefault(method, []).append(
+                    {"seed": r.seed, "world_tokens": c[0].tolist(), "success": c[1].tolist(),
+                     "imagined_tokens": None})
+                summaries.setdefault(method, []).append(
+                    json.loads((r.run_dir / "summary.json").read_text()))
+                if len(gallery.get(method, [])) < GALLERY_PER_METHOD:
+                    eps = read_gallery(r.run_dir)[: GALLERY_PER_METHOD]
+                    gallery.setdefault(method, []).extend(eps)
+        if not curves:
+            continue
+        res, per_task[task] = analyse_task(curves, budget_of(spec, task), target_of(spec, task),
+                                           spec.reps)
+        for method, row in res["methods"].items():
+            row["resources"] = resources_of(summaries[method])
+        first = next(r for r in runs if r.task == task)
+        resolved = first.cfg.model_dump(mode="json")
+        res["config"] = {k: resolved[k] for k in ("model", "task", "rollout", "update", "train")}
+        res["curves"] = raw
+        res["gallery"] = {m: g[:GALLERY_PER_METHOD] for m, g in gallery.items()}
+        results["tasks"][task] = res
+    for method in spec.methods or []:
+        both = [t for t in per_task if method in per_task[t] and BASELINE in per_task[t]]
+        if both:
+            results["overall"][method] = {"poi_over_grpo_tokens_to_target": (
+                probability_of_improvement({t: -per_task[t][method]["ttt"] for t in both},
+                                           {t: -per_task[t][BASELINE]["ttt"] for t in both})),
+                "tasks": both}
+    return results
+
+
+def _fmt(iv: dict[str, Any], digits: str) -> str:
+    def f(x: float | None) -> str:
+        return "inf" if x is None else format(x, digits)
+
+    return f"{f(iv['iqm'])} [{f(iv['ci'][0])}, {f(iv['ci'][1])}]"
+
+
+def print_tables(results: dict[str, Any]) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    # a pipe or log file gets rich's 80 columns, too narrow for the CIs: give it 160
+    console = Console(width=None if sys.stdout.isatty() else 160)
+    for task, res in results["tasks"].items():
+        table = Table(title=f"{task}: budget {res['budget']:,} world tokens, target "
+                      f"{res['target']:g} (IQM [95% CI] over seeds; not reached = "
+                      f"{NEVER_REACHED_FACTOR:g} x budget)")
+        for col in ("method", "reached", "tokens to target", f"x {BASELINE}", "final success",
+                    "AUC", f"P(fewer tokens than {BASELINE})", "s/iter"):
+            table.add_column(col, justify="left" if col == "method" else "right")
+        for method, r in res["methods"].items():
+            ratio = r.get("ratio_to_grpo")
+            spi = r.get("resources", {}).get("s_per_iteration", {}).get("median")
+            table.add_row(
+                method, f"{r['reached']}/{r['seeds']}", _fmt(r["tokens_to_target"], ",.0f"),
+                _fmt({"iqm": ratio["value"], "ci": ratio["ci"]}, ".2f") if ratio else "-",
+                _fmt(r["final_success"], ".3f"), _fmt(r["auc"], ".3f"),
+                f"{r['poi_over_grpo']['tokens_to_target']:.2f}" if ratio else "-",
+                f"{spi:.2f}" if spi is not None else "-",
+            )
+        console.print(table)
+
+
+def compare(spec: CompareSpec, out: Path, *, report_only: bool = False) -> dict[str, Any]:
+    """Run (or resume) every run of the spec, then write results.json, PNGs and report.html.
+    Raises RuntimeError after writing the report if any run failed."""
+    from clicker.experiment.report import write_report
+    from clicker.train.checkpoint import write_atomic
+
+    runs = plan(spec, out)
+    for r in runs:
+        check_same_config(r)
+    out.mkdir(parents=True, exist_ok=True)
+    write_atomic(out / "compare.yaml", yaml.safe_dump(spec.model_dump(mode="json"),
+                                                      sort_keys=False))
+    failures: dict[str, str] = {}
+    if not report_only:
+        failures = execute(runs, spec.jobs or default_jobs(runs))
+    results = collect(spec, runs)
+    results["failed"] = failures
+    write_atomic(out / "results.json", json.dumps(results, indent=1))
+    print_tables(results)
+    if results["tasks"]:
+        write_report(out, results)
+    if failures:
+        names = ", ".join(failures)
+        raise RuntimeError(f"{len(failures)} run(s) failed ({names}); their logs are next to "
+                           "their run dirs (<run>.log); run the same compare again to retry them")
+    return results

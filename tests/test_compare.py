@@ -1,0 +1,105 @@
+"""`clicker compare` end to end on a tiny budget: parallel runs, results, report, resume."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+
+import pytest
+import yaml
+
+from clicker.core.config import ConfigError
+from clicker.experiment.compare import compare, load_spec, plan
+
+TINY_TASK = {
+    "overrides": {
+        "task.name": "addition", "task.args": {"digits": 2},
+        "rollout.prompts": 4, "rollout.group_size": 4, "update.lr": 3e-5,
+        "train.eval_temperature": 0.0, "train.eval_problems": 8, "train.eval_every": 1,
+    },
+    "budget": 400, "target": 0.95,
+}
+
+
+def tiny_spec(**kw):
+    return load_spec(None, tasks=["tiny_add"], methods=["grpo", "value"], seeds=1, jobs=2,
+                     task_defs={"tiny_add": TINY_TASK}, reps=200, **kw)
+
+
+def test_compare_runs_reports_and_resumes(tiny_dir, tmp_path):
+    out = tmp_path / "cmp"
+    results = compare(tiny_spec(), out)
+    task = results["tasks"]["tiny_add"]
+    assert set(task["methods"]) == {"grpo", "value"}
+    for method, row in task["methods"].items():
+        assert row["seeds"] == 1
+        assert row["resources"]["wall_s"]["median"] > 0
+        assert row["resources"]["peak_rss_mb"]["median"] > 100  # a process with torch loaded
+        curve = task["curves"][method][0]
+        assert curve["world_tokens"][0] == 0 and curve["world_tokens"][-1] >= 400
+        assert len(curve["success"]) == len(curve["world_tokens"]) >= 2
+        ep = task["gallery"][method][0]
+        assert len(ep["pieces"]) == len(ep["action"]) == len(ep["credit"]["advantage"])
+    assert "value/click" in task["gallery"]["value"][0]["credit"]  # the clicker's own channel
+    assert task["methods"]["grpo"]["ratio_to_grpo"]["value"] == pytest.approx(1.0)
+    assert json.loads((out / "results.json").read_text())["tasks"]["tiny_add"]["budget"] == 400
+    html = (out / "report.html").read_text()
+    assert "tiny_add" in html and "data:image/png;base64," in html
+
+    # Interrupted compare: grpo finished; value was killed after its last checkpoint (no summary),
+    # and a third run died before its first checkpoint. Resuming reuses grpo untouched, resumes
+    # value from its checkpoint and restarts the other.
+    runs = {r.method: r for r in plan(tiny_spec(), out)}
+    grpo_summary = runs["grpo"].run_dir / "summary.json"
+    stamp = grpo_summary.stat().st_mtime_ns
+    (runs["value"].run_dir / "summary.json").unlink()
+    value_ckpts = sorted((runs["value"].run_dir / "checkpoints").iterdir())
+    again = compare(tiny_spec(), out)
+    assert grpo_summary.stat().st_mtime_ns == stamp
+    assert (runs["value"].run_dir / "summary.json").is_file()
+    assert sorted((runs["value"].run_dir / "checkpoints").iterdir()) == value_ckpts
+    assert again["tasks"]["tiny_add"]["methods"]["value"]["final_success"]["per_seed"] == (
+        task["methods"]["value"]["final_success"]["per_seed"])
+
+    # A changed config in an existing run dir is refused, not mixed in.
+    with pytest.raises(ConfigError, match="different config"):
+        compare(tiny_spec(lr={"grpo": 1e-3}), out)
+
+    # A run interrupted before its first checkpoint starts again from scratch.
+    shutil.rmtree(runs["value"].run_dir / "checkpoints")
+    (runs["value"].run_dir / "summary.json").unlink()
+    compare(tiny_spec(), out)
+    assert (runs["value"].run_dir / "summary.json").is_file()
+
+
+def test_spec_yaml_presets_and_bad_names(tmp_path):
+    spec = load_spec(None)
+    assert spec.preset == "quick" and spec.tasks and spec.methods and spec.seeds
+    assert "grpo" in spec.methods
+    path = tmp_path / "spec.yaml"
+    path.write_text(yaml.safe_dump({"preset": "full", "methods": ["grpo", "rloo"], "seeds": 3,
+                                    "task_defs": {"mine": TINY_TASK}, "tasks": ["mine"]}))
+    spec = load_spec(path, seeds=2)  # the command line wins over the file
+    assert (spec.methods, spec.tasks, spec.seeds) == (["grpo", "rloo"], ["mine"], 2)
+    for bad, needle in [({"methods": ["nope"]}, "unknown method 'nope'"),
+                        ({"tasks": ["nope"]}, "unknown task 'nope'"),
+                        ({"preset": "huge"}, "unknown compare preset"),
+                        ({"seeds": 0}, "compare seeds"),
+                        ({"bogus": 1}, "compare bogus"),
+                        ({"lr": {"rft": 1e-4}, "methods": ["grpo"]}, "not among the methods")]:
+        path.write_text(yaml.safe_dump(bad))
+        with pytest.raises(ConfigError, match=needle):
+            load_spec(path)
+
+
+def test_cli_compare_bad_input_is_one_line(tmp_path):
+    env = {**os.environ, "CLICKER_DEBUG": ""}
+    r = subprocess.run([sys.executable, "-m", "clicker.cli", "compare", "--methods", "grpo,nope",
+                        "--out", str(tmp_path / "c")], capture_output=True, text=True, env=env,
+                       check=False)
+    assert r.returncode == 2
+    assert len(r.stderr.strip().splitlines()) == 1 and "unknown method 'nope'" in r.stderr
+    assert not (tmp_path / "c").exists()
