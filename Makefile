@@ -25,7 +25,7 @@ setup: $(STAMP)
 
 demo: setup
 	$(BIN)/clicker init-model
-	$(BIN)/clicker train --config configs/demo.yaml
+	$(BIN)/clicker compare --preset quick --out runs/demo
 
 test: setup
 	$(BIN)/python -m pytest
@@ -35,6 +35,7 @@ lint: setup
 
 bench: setup
 	$(BIN)/python benchmarks/rollout_throughput.py
+	$(BIN)/python benchmarks/multiturn_rollout.py
 
 clean:
 	rm -rf $(VENV) runs .pytest_cache

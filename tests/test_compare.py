@@ -76,6 +76,11 @@ def test_compare_runs_reports_and_resumes(tiny_dir, tmp_path):
 
 
 def test_spec_yaml_presets_and_bad_names(tmp_path):
+    from pathlib import Path
+
+    example = load_spec(Path(__file__).resolve().parents[1] / "configs" / "compare.yaml")
+    assert "mix" in example.methods and "letters_small" in example.tasks
+    assert len(plan(example, tmp_path)) == len(example.methods) * len(example.tasks) * 3
     spec = load_spec(None)
     assert spec.preset == "quick" and spec.tasks and spec.methods and spec.seeds
     assert "grpo" in spec.methods
@@ -103,3 +108,17 @@ def test_cli_compare_bad_input_is_one_line(tmp_path):
     assert r.returncode == 2
     assert len(r.stderr.strip().splitlines()) == 1 and "unknown method 'nope'" in r.stderr
     assert not (tmp_path / "c").exists()
+
+
+def test_gallery_picks_alternate_success_and_failure():
+    from types import SimpleNamespace
+
+    from clicker.experiment.gallery import pick_episodes
+
+    eps = [SimpleNamespace(group=g, success=s) for g, s in
+           [(0, False), (0, False), (1, True), (1, False), (2, True), (2, True)]]
+    picked = pick_episodes(eps, 3)
+    assert [eps[i].success for i in picked[:2]] == [True, False]
+    assert eps[picked[0]].group == eps[picked[1]].group == 1  # the mixed group first
+    assert len(set(picked)) == 3
+    assert pick_episodes(eps[:2], 4) == [0, 1]

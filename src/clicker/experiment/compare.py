@@ -79,11 +79,11 @@ TASKS: dict[str, dict[str, Any]] = {
     },
     "keydoor_quick": {
         "overrides": {
-            "task.name": "keydoor", "task.args": {"rooms": 2, "max_turns": 8},
-            "rollout.prompts": 8, "rollout.group_size": 8, "update.lr": 1e-4,
-            "train.eval_temperature": 1.0, "train.eval_problems": 64, "train.eval_every": 3,
+            "task.name": "keydoor", "task.args": {"rooms": 2},
+            "rollout.prompts": 4, "rollout.group_size": 8, "update.lr": 1e-4,
+            "train.eval_temperature": 1.0, "train.eval_problems": 128, "train.eval_every": 5,
         },
-        "budget": 60_000, "target": 0.7,
+        "budget": 100_000, "target": 0.7,
     },
     "keydoor_h20": {
         "overrides": {
@@ -506,19 +506,27 @@ def execute(runs: list[Run], jobs: int) -> dict[str, str]:
                 pending[pool.submit(_worker, r.cfg, str(r.run_dir), threads)] = r
                 display.set(r, "running")
 
-        submit()
-        while pending:
-            done, _ = cf.wait(pending, timeout=1.0, return_when=cf.FIRST_COMPLETED)
-            for fut in done:
-                r = pending.pop(fut)
-                try:
-                    fut.result()
-                    display.set(r, "done")
-                except Exception as e:  # noqa: BLE001 - a failed run must not take the others down
-                    failures[r.name] = f"{type(e).__name__}: {e}"
-                    display.set(r, "failed", f"({type(e).__name__}: {e})")
+        try:
             submit()
-            display.refresh()
+            while pending:
+                done, _ = cf.wait(pending, timeout=1.0, return_when=cf.FIRST_COMPLETED)
+                for fut in done:
+                    r = pending.pop(fut)
+                    try:
+                        fut.result()
+                        display.set(r, "done")
+                    except Exception as e:  # noqa: BLE001 - one failed run must not stop the rest
+                        failures[r.name] = f"{type(e).__name__}: {e}"
+                        display.set(r, "failed", f"({type(e).__name__}: {e})")
+                submit()
+                display.refresh()
+        except KeyboardInterrupt:
+            # Stop the workers now (their runs resume from their last checkpoint next time)
+            # rather than wait for them to finish.
+            for proc in list(getattr(pool, "_processes", {}).values()):
+                proc.terminate()
+            pool.shutdown(wait=False, cancel_futures=True)
+            raise
     return failures
 
 

@@ -25,8 +25,9 @@ GALLERY_FILE = "gallery.json"
 
 
 def pick_episodes(episodes: list[Episode], k: int) -> list[int]:
-    """Up to k episode indices, half successes and half failures where the batch has both,
-    from groups with mixed outcomes first (there the credit has something to tell apart)."""
+    """Up to k episode indices, alternating success and failure where the batch has both (so any
+    prefix of the list is balanced), from groups with mixed outcomes first (there the credit has
+    something to tell apart)."""
     by_group: dict[int, list[int]] = {}
     for i, e in enumerate(episodes):
         by_group.setdefault(e.group, []).append(i)
@@ -34,9 +35,9 @@ def pick_episodes(episodes: list[Episode], k: int) -> list[int]:
     order = sorted(range(len(episodes)), key=lambda i: (episodes[i].group not in mixed, i))
     wins = [i for i in order if episodes[i].success]
     losses = [i for i in order if not episodes[i].success]
-    picked = wins[: (k + 1) // 2] + losses[: k // 2]
+    picked = [i for pair in zip(wins, losses) for i in pair][:k]
     rest = [i for i in order if i not in picked]
-    return sorted(picked + rest[: k - len(picked)])
+    return picked + rest[: k - len(picked)]
 
 
 def gallery_records(
