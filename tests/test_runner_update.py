@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import random
 
+import pytest
 import torch
 
 from clicker.core.config import CreditConfig, UpdateConfig
@@ -113,6 +114,34 @@ def test_microbatching_matches_full_batch(random_policy):
         policy_update(pol, opt, batch, adv, UpdateConfig(micro_batch=micro, max_grad_norm=1e9))
         grads.append(torch.cat([p.grad.flatten() for p in pol.model.parameters()]))
     assert torch.allclose(grads[0], grads[1], atol=1e-5)
+
+
+@pytest.mark.parametrize("aggregation", ["token", "sequence", "constant"])
+def test_tied_groups_are_skipped_with_the_same_gradient(random_policy, aggregation):
+    """Episodes with zero advantage everywhere leave the forward/backward, not the normaliser."""
+    import copy
+
+    eps = _episodes(random_policy, G=4)
+    batch = Batch.from_episodes(eps, random_policy.pad_id)
+    adv = torch.randn(batch.shape) * batch.action_mask
+    adv[::2] = 0.0  # half the episodes carry no signal (a tied GRPO group)
+    grads, metrics = [], []
+    for skip in (False, True):
+        pol = copy.deepcopy(random_policy)
+        opt = torch.optim.SGD(pol.model.parameters(), lr=0.0)
+        cfg = UpdateConfig(max_grad_norm=1e9, aggregation=aggregation, micro_batch=3,
+                           skip_zero_advantage=skip)
+        res = policy_update(pol, opt, batch, adv, cfg)
+        grads.append(torch.cat([p.grad.flatten() for p in pol.model.parameters()]))
+        metrics.append(res.metrics)
+    assert grads[0].abs().max() > 0
+    torch.testing.assert_close(grads[1], grads[0], atol=1e-6, rtol=1e-4)
+    assert metrics[1]["loss/policy"] == pytest.approx(metrics[0]["loss/policy"], rel=1e-4)
+    # every row tied: a zero gradient (momentum and weight decay still step, as before)
+    pol = copy.deepcopy(random_policy)
+    opt = torch.optim.SGD(pol.model.parameters(), lr=0.0)
+    policy_update(pol, opt, batch, torch.zeros(batch.shape), UpdateConfig())
+    assert all(p.grad is not None and not p.grad.any() for p in pol.model.parameters())
 
 
 def test_kl_to_reference_is_logged_and_pulls_back(random_policy):

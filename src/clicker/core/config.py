@@ -192,6 +192,10 @@ class UpdateConfig(_Section):
     epochs: int = Field(1, ge=1, description="passes over each batch")
     minibatches: int = Field(1, ge=1, description="optimizer steps per epoch")
     micro_batch: int = Field(0, ge=0, description="episodes per forward pass (0 = whole minibatch)")
+    skip_zero_advantage: bool = Field(
+        True, description="leave episodes with advantage 0 on every token out of the forward and "
+        "backward passes (same gradient, less compute; off when a KL term applies)"
+    )
 
 
 class TrainConfig(_Section):

@@ -393,7 +393,11 @@ def default_jobs(runs: list[Run]) -> int:
         torch.cuda.is_available() and any(r.cfg.model.device == "auto" for r in runs)
     ):
         return 1  # runs would share one GPU
-    return max(1, min(os.cpu_count() or 1, 8))
+    try:  # a run of the tiny model peaks at ~0.5-1.5 GB; leave room for the larger ones
+        free_gb = os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE") / 2**30
+    except (ValueError, OSError, AttributeError):
+        free_gb = math.inf
+    return max(1, min(os.cpu_count() or 1, int(free_gb // 2), 8))
 
 
 def _progress_of(run: Run) -> tuple[int, float | None, float | None]:

@@ -4,6 +4,12 @@ Token-level clipped policy gradient with the importance ratio taken against the 
 log-probs (PPO; GRPO; DAPO clip-higher), an optional k3 KL penalty to a frozen reference policy,
 gradient accumulation over micro-batches and gradient-norm clipping. Methods differ only in the
 advantages they pass in.
+
+Episodes whose advantage is 0 on every action token (a GRPO group that tied) contribute exactly
+nothing to the loss without a KL term, so they are left out of the forward and backward passes;
+they still count in the loss's normaliser, so the gradient is the same as with them. Under
+sparse reward many groups tie, and the update is most of an iteration's compute. The policy
+metrics (entropy, approx_kl, clip fraction, ratio) are then means over the episodes trained on.
 """
 
 from __future__ import annotations
@@ -51,6 +57,11 @@ def policy_update(
     advantages = advantages.to(dev)
     B = batch.shape[0]
     max_tokens = int(batch.action_mask.sum(-1).max())
+    # rows that can move the loss: some non-zero advantage, or any row when a KL term applies
+    if not cfg.skip_zero_advantage or (cfg.kl_coef > 0 and reference is not None):
+        signal = torch.ones(B, dtype=torch.bool)
+    else:
+        signal = ((advantages != 0) & batch.action_mask).any(-1).cpu()
     sums: dict[str, float] = {}
     counts = 0
     skipped = 0
@@ -62,7 +73,12 @@ def policy_update(
             micro = cfg.micro_batch or len(mb)
             stats: dict[str, float] = {}
             finite = True
-            for part in _chunks(mb, math.ceil(len(mb) / micro)):
+            live = mb[signal[mb]]
+            if len(live) == 0:  # a zero gradient, as a step over these rows would have had
+                for p in model.parameters():
+                    p.grad = torch.zeros_like(p)
+            weights = 0.0
+            for part in _chunks(live, math.ceil(len(live) / micro)) if len(live) else []:
                 ids, att = batch.input_ids[part], batch.attention_mask[part]
                 act = batch.action_mask[part]
                 logits = model(input_ids=ids, attention_mask=att.long()).logits[:, :-1]
@@ -91,8 +107,12 @@ def policy_update(
                 (loss * weight).backward()
                 st["loss"] = loss.detach()
                 st["entropy"] = (ent.detach() * act).sum() / act.sum().clamp(min=1)
+                weights += float(weight)
                 for k, v in st.items():
                     stats[k] = stats.get(k, 0.0) + float(v) * float(weight)
+            for k in stats:  # the loss sums over the minibatch; the rest: mean over rows trained
+                if k not in ("loss", "kl_ref") and weights > 0:
+                    stats[k] /= weights
             grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.max_grad_norm)
             if not finite or not torch.isfinite(grad_norm):
                 optimizer.zero_grad(set_to_none=True)
