@@ -122,3 +122,19 @@ def test_gallery_picks_alternate_success_and_failure():
     assert eps[picked[0]].group == eps[picked[1]].group == 1  # the mixed group first
     assert len(set(picked)) == 3
     assert pick_episodes(eps[:2], 4) == [0, 1]
+
+
+def test_runs_from_before_a_new_config_field_still_match(tmp_path):
+    """A finished run whose config.yaml predates a field (at its default) is not 'different'."""
+    from clicker.experiment.compare import check_same_config
+
+    run = plan(tiny_spec(), tmp_path)[0]
+    run.run_dir.mkdir(parents=True)
+    old = run.cfg.model_dump(mode="json")
+    del old["update"]["skip_zero_advantage"]  # as written by a version without the field
+    (run.run_dir / "config.yaml").write_text(yaml.safe_dump(old))
+    check_same_config(run)
+    old["update"]["lr"] = 1.0
+    (run.run_dir / "config.yaml").write_text(yaml.safe_dump(old))
+    with pytest.raises(ConfigError, match="different config"):
+        check_same_config(run)

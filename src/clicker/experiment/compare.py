@@ -42,7 +42,7 @@ import numpy as np
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from clicker.core.config import Config, ConfigError, build_config, dump_config, parse_override
+from clicker.core.config import Config, ConfigError, build_config, parse_override
 from clicker.core.config import set_path as _set_path
 from clicker.experiment.stats import (
     auc,
@@ -312,11 +312,16 @@ def plan(spec: CompareSpec, out: Path) -> list[Run]:
 
 
 def check_same_config(run: Run) -> None:
-    """Fail if an existing run was made with another config (train.progress aside)."""
+    """Fail if an existing run was made with another config (train.progress aside). Fields a
+    later version added count at their defaults, so finished runs stay usable."""
     path = run.run_dir / "config.yaml"
     if not path.is_file():
         return
-    saved, wanted = yaml.safe_load(path.read_text()), yaml.safe_load(dump_config(run.cfg))
+    try:
+        saved = build_config(yaml.safe_load(path.read_text())).model_dump(mode="json")
+    except ConfigError:
+        saved = yaml.safe_load(path.read_text())  # a field was removed since: surely different
+    wanted = run.cfg.model_dump(mode="json")
     for c in (saved, wanted):
         c["train"].pop("progress", None)
     if saved != wanted:
