@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import json
 import os
 import shutil
@@ -138,3 +139,43 @@ def test_runs_from_before_a_new_config_field_still_match(tmp_path):
     (run.run_dir / "config.yaml").write_text(yaml.safe_dump(old))
     with pytest.raises(ConfigError, match="different config"):
         check_same_config(run)
+
+
+def test_killed_compare_stops_its_workers_and_resumes(tiny_dir, tmp_path):
+    """SIGTERM to a running `clicker compare` stops it and its worker at once; the same command
+    again resumes the run from its checkpoint and finishes it."""
+    import signal
+    import time
+
+    task = copy.deepcopy(TINY_TASK)
+    task["overrides"]["train.eval_every"] = 5
+    task["budget"] = 20_000  # ~125 iterations (a few seconds each 10): killed well before the end
+    spec = {"tasks": ["tiny_add"], "methods": ["grpo"], "seeds": 1, "jobs": 1, "reps": 200,
+            "task_defs": {"tiny_add": task}}
+    path = tmp_path / "spec.yaml"
+    path.write_text(yaml.safe_dump(spec))
+    out = tmp_path / "cmp"
+    metrics = out / "runs" / "tiny_add" / "grpo" / "seed0" / "metrics.jsonl"
+    proc = subprocess.Popen([sys.executable, "-m", "clicker.cli", "compare", str(path), "--out",
+                             str(out)], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                            text=True)
+    deadline = time.time() + 240
+    while time.time() < deadline and proc.poll() is None:
+        if metrics.is_file() and len(metrics.read_text().splitlines()) >= 12:
+            break
+        time.sleep(0.2)
+    assert proc.poll() is None, f"compare ended before it could be killed: {proc.stderr.read()}"
+    proc.send_signal(signal.SIGTERM)
+    proc.wait(timeout=30)
+    assert proc.returncode == 130, proc.stderr.read()
+    lines = len(metrics.read_text().splitlines())
+    time.sleep(2)  # a surviving worker would still be appending
+    assert len(metrics.read_text().splitlines()) == lines
+    summary = out / "runs" / "tiny_add" / "grpo" / "seed0" / "summary.json"
+    assert not summary.exists()
+    results = compare(load_spec(path), out)
+    assert summary.is_file()
+    rows = [json.loads(x) for x in metrics.read_text().splitlines()]
+    its = [r["iteration"] for r in rows if r["iteration"] >= 0]
+    assert its == list(range(len(its))) and rows[-1]["world/tokens"] >= 20_000  # no gap or repeat
+    assert results["tasks"]["tiny_add"]["methods"]["grpo"]["seeds"] == 1

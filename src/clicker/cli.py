@@ -158,7 +158,12 @@ def init_model(
 def main() -> None:
     debug = bool(os.environ.get("CLICKER_DEBUG"))
     try:
-        app(standalone_mode=False)
+        # click 8.2+ returns (not raises) the exit code of an interrupt when not standalone
+        code = app(standalone_mode=False)
+        if isinstance(code, int) and code != 0:
+            if code == 130:
+                typer.echo("interrupted", err=True)
+            sys.exit(code)
     except click.ClickException as e:  # usage errors: click prints them, exit 2
         e.show()
         sys.exit(e.exit_code)

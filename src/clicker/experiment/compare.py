@@ -31,8 +31,10 @@ import math
 import multiprocessing
 import os
 import shutil
+import signal
 import statistics
 import sys
+import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -503,6 +505,23 @@ def execute(runs: list[Run], jobs: int) -> dict[str, str]:
     jobs = min(jobs, len(todo))
     threads = max(1, (os.cpu_count() or 1) // jobs)
     ctx = multiprocessing.get_context("spawn")
+    # `kill` (SIGTERM) stops the workers as Ctrl-C does, instead of leaving them orphaned
+    old_term = signal.getsignal(signal.SIGTERM)
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGTERM, _raise_interrupt)
+    try:
+        return _execute(todo, runs, jobs, threads, budgets, ctx, failures)
+    finally:
+        if threading.current_thread() is threading.main_thread():
+            signal.signal(signal.SIGTERM, old_term)
+
+
+def _raise_interrupt(signum: int, frame: Any) -> None:
+    raise KeyboardInterrupt
+
+
+def _execute(todo: list[Run], runs: list[Run], jobs: int, threads: int, budgets: dict[str, int],
+             ctx: Any, failures: dict[str, str]) -> dict[str, str]:
     with LiveDisplay(runs, budgets) as display, cf.ProcessPoolExecutor(
         max_workers=jobs, mp_context=ctx, max_tasks_per_child=1
     ) as pool:
