@@ -23,12 +23,12 @@ per-seed values (null = never).
 
 from __future__ import annotations
 
-import concurrent.futures as cf
 import contextlib
 import copy
 import json
 import math
 import multiprocessing
+import multiprocessing.connection as mp_connection
 import os
 import shutil
 import signal
@@ -36,6 +36,7 @@ import statistics
 import sys
 import threading
 import time
+import traceback
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Self
@@ -379,8 +380,9 @@ def final_eval(cfg: Config, run_dir: Path) -> None:
     write_atomic(run_dir / "final_eval.json", json.dumps(row))
 
 
-def _worker(cfg: Config, run_dir: str, threads: int) -> dict:
-    """One run in its own process; its output goes to run_dir/log.txt, not the live display."""
+def _worker(cfg: Config, run_dir: str, threads: int) -> None:
+    """One run in its own process; its output goes to <run_dir>.log, not the live display. A
+    Python error is written there too (its last line becomes the run's failure message)."""
     os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
     os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
     import torch
@@ -388,9 +390,27 @@ def _worker(cfg: Config, run_dir: str, threads: int) -> dict:
     torch.set_num_threads(threads)
     d = Path(run_dir)
     d.parent.mkdir(parents=True, exist_ok=True)
-    log = d.parent / f"{d.name}.log"
-    with open(log, "a") as f, contextlib.redirect_stdout(f), contextlib.redirect_stderr(f):
-        return run_one(cfg, d)
+    with open(_log_of(d), "a") as f, contextlib.redirect_stdout(f), contextlib.redirect_stderr(f):
+        try:
+            run_one(cfg, d)
+        except BaseException:
+            traceback.print_exc()
+            raise
+
+
+def _log_of(run_dir: Path) -> Path:
+    return run_dir.parent / f"{run_dir.name}.log"
+
+
+def _failure_of(run: Run, exitcode: int | None) -> str:
+    """Why a worker ended without a summary: the last line of its log, or its exit code."""
+    lines = []
+    if _log_of(run.run_dir).is_file():
+        lines = [x for x in _log_of(run.run_dir).read_text(errors="replace").splitlines()
+                 if x.strip()]
+    if exitcode is not None and exitcode < 0:
+        return f"worker killed by signal {-exitcode}"
+    return lines[-1].strip() if lines else f"worker exited with code {exitcode}"
 
 
 def default_jobs(runs: list[Run]) -> int:
@@ -522,38 +542,37 @@ def _raise_interrupt(signum: int, frame: Any) -> None:
 
 def _execute(todo: list[Run], runs: list[Run], jobs: int, threads: int, budgets: dict[str, int],
              ctx: Any, failures: dict[str, str]) -> dict[str, str]:
-    with LiveDisplay(runs, budgets) as display, cf.ProcessPoolExecutor(
-        max_workers=jobs, mp_context=ctx, max_tasks_per_child=1
-    ) as pool:
-        pending: dict[cf.Future, Run] = {}
-        queue = list(todo)
-
-        def submit() -> None:
-            while queue and len(pending) < jobs:
-                r = queue.pop(0)
-                pending[pool.submit(_worker, r.cfg, str(r.run_dir), threads)] = r
-                display.set(r, "running")
-
+    """One process per run, at most `jobs` at once: a worker that crashes or is killed fails
+    only its own run (a shared pool would be broken for all of them)."""
+    running: dict[Any, Run] = {}
+    queue = list(todo)
+    with LiveDisplay(runs, budgets) as display:
         try:
-            submit()
-            while pending:
-                done, _ = cf.wait(pending, timeout=1.0, return_when=cf.FIRST_COMPLETED)
-                for fut in done:
-                    r = pending.pop(fut)
-                    try:
-                        fut.result()
+            while queue or running:
+                while queue and len(running) < jobs:
+                    r = queue.pop(0)
+                    proc = ctx.Process(target=_worker, args=(r.cfg, str(r.run_dir), threads),
+                                       daemon=False)
+                    proc.start()
+                    running[proc] = r
+                    display.set(r, "running")
+                mp_connection.wait([p.sentinel for p in running], timeout=1.0)
+                for proc in [p for p in running if not p.is_alive()]:
+                    r = running.pop(proc)
+                    proc.join()
+                    if proc.exitcode == 0 and is_done(r):
                         display.set(r, "done")
-                    except Exception as e:  # noqa: BLE001 - one failed run must not stop the rest
-                        failures[r.name] = f"{type(e).__name__}: {e}"
-                        display.set(r, "failed", f"({type(e).__name__}: {e})")
-                submit()
+                    else:
+                        failures[r.name] = _failure_of(r, proc.exitcode)
+                        display.set(r, "failed", f"({failures[r.name]})")
                 display.refresh()
         except KeyboardInterrupt:
             # Stop the workers now (their runs resume from their last checkpoint next time)
             # rather than wait for them to finish.
-            for proc in list(getattr(pool, "_processes", {}).values()):
+            for proc in running:
                 proc.terminate()
-            pool.shutdown(wait=False, cancel_futures=True)
+            for proc in running:
+                proc.join(timeout=10)
             raise
     return failures
 

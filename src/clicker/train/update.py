@@ -64,6 +64,7 @@ def policy_update(
         signal = ((advantages != 0) & batch.action_mask).any(-1).cpu()
     sums: dict[str, float] = {}
     counts = 0
+    seen: dict[str, int] = {}  # steps that logged each stat (a step with every row tied logs none)
     skipped = 0
     for _ in range(cfg.epochs):
         order = torch.randperm(B, generator=generator)
@@ -122,11 +123,19 @@ def policy_update(
             stats["grad_norm"] = float(grad_norm)
             for k, v in stats.items():
                 sums[k] = sums.get(k, 0.0) + v
+                seen[k] = seen.get(k, 0) + 1
             counts += 1
     model.eval()
     names = {"loss": "loss/policy", "kl_ref": "loss/kl_ref", "entropy": "policy/entropy",
              "approx_kl": "policy/approx_kl", "clip_frac": "policy/clip_frac",
              "ratio_mean": "policy/ratio_mean", "grad_norm": "loss/grad_norm"}
-    metrics = {names[k]: v / max(counts, 1) for k, v in sums.items()}
+    # the loss is 0 on an all-tied step, so it averages over every step; the rest over the
+    # steps that trained on something
+    metrics = {names[k]: v / (counts if k == "loss" else seen[k]) for k, v in sums.items()}
+    if counts:  # every step tied (no episode trained on): a zero loss, undefined policy stats
+        metrics.setdefault("loss/policy", 0.0)
+        for k in ("entropy", "approx_kl", "clip_frac", "ratio_mean"):
+            metrics.setdefault(names[k], math.nan)
     metrics["loss/skipped_steps"] = float(skipped)
+    metrics["update/trained_fraction"] = float(signal.float().mean())
     return UpdateResult(metrics, skipped > 0 and counts == 0)
