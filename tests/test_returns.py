@@ -108,3 +108,24 @@ def test_batch_token_rewards_land_on_each_turns_last_action_token():
     b = Batch.from_episodes([e], pad_id=0)
     assert b.token_rewards[0].tolist() == [0, 0, 0.25, 0, 1.0, 0]
     assert float(b.token_rewards.sum()) == pytest.approx(e.reward)
+
+
+def test_steps_sum_rewards_and_broadcast_back():
+    from clicker.core.returns import from_steps, step_index, to_steps
+
+    # row 0: steps start at 1 and 4; row 1: one step at 2; row 2: no step at all
+    starts = torch.tensor([[False, True, False, False, True, False],
+                           [False, False, True, False, False, False],
+                           [False] * 6])
+    sid, pos, valid = step_index(starts)
+    assert sid[0].tolist() == [0, 0, 0, 0, 1, 1] and sid[1].tolist() == [0] * 6
+    assert pos[0].tolist() == [1, 4] and pos[1, 0] == 2
+    assert valid.tolist() == [[True, True], [True, False], [False, False]]
+    r = torch.tensor([[0.0, 0.0, 0.5, 0.0, 0.0, 1.0], [0, 0, 0, 2.0, 0, 0], [0, 0, 0, 0, 0, 3.0]])
+    assert to_steps(r, sid, valid).tolist() == [[0.5, 1.0], [2.0, 0.0], [0.0, 0.0]]
+    # GAE on the step axis: V(s_0) = .2, V(s_1) = .6, gamma = 1, lam = 0 -> .5+.6-.2, 1-.6
+    adv = gae(to_steps(r, sid, valid), torch.tensor([[0.2, 0.6], [0, 0], [0, 0]]), valid, 1.0, 0.0)
+    assert adv[0].tolist() == pytest.approx([0.9, 0.4])
+    mask = torch.tensor([[False, True, True, False, True, True]] * 3)
+    tok = from_steps(adv, sid, mask)
+    assert tok[0].tolist() == pytest.approx([0, 0.9, 0.9, 0, 0.4, 0.4])

@@ -106,3 +106,49 @@ def test_head_variant_never_moves_the_policy_and_state_round_trips(random_policy
     again = make_credit(random_policy, model="head")
     again.load_state_dict(credit.state_dict())
     assert torch.equal(again.values(chains(1.0)), credit.values(chains(1.0)))
+
+
+def test_turn_steps_share_one_advantage_per_step_and_telescope(random_policy):
+    """steps=turn: V lives at step starts (every 2 action tokens here, a single-turn world); all
+    tokens of a step share its click, and the clicks of an episode sum to R - V(s_0)."""
+    credit = make_credit(random_policy, lam_critic=1.0, lam_actor=0.0, steps="turn",
+                         step_tokens=2)
+    batch = chains(1.0)
+    starts = credit.step_starts(batch)
+    first = len(PROMPT)
+    assert starts[0].nonzero().flatten().tolist() == [first, first + 2, first + 4]
+    for _ in range(40):
+        out = credit(batch)
+    v = credit.values(batch)
+    # s_0 is shared by both paths (V = 1/2); the paths differ from the second step on
+    assert float(v[0, first]) == pytest.approx(0.5, abs=0.15)
+    assert float(v[0, first + 2]) > 0.8 and float(v[1, first + 2]) < 0.2
+    out = credit(batch)
+    a = out.advantages[0, first:first + 6].view(3, 2)
+    assert torch.allclose(a[:, 0], a[:, 1])  # one advantage per step
+    expect = batch.rewards - v[:, first]
+    assert (out.advantages.sum(1) / 2).tolist() == pytest.approx(expect.tolist(), abs=1e-4)
+    assert (out.advantages[~batch.action_mask] == 0).all()
+
+
+def test_replay_fits_older_batches_and_survives_a_checkpoint(random_policy):
+    """replay=3: a batch of rewarded path A keeps being fit while batches of path B arrive, so V
+    learns A's value faster than with replay=0 (one fit); after 3 more batches A leaves the
+    buffer. The buffer round-trips through state_dict."""
+    a = Batch.from_episodes([chain(list(range(10, 16)), 1.0)] * 2, pad_id=0)
+    b = Batch.from_episodes([chain(list(range(20, 26)), 0.0)] * 2, pad_id=0)
+    first = len(PROMPT)
+    va = {}
+    for replay in (0, 3):
+        credit = make_credit(random_policy, replay=replay, epochs=1)
+        credit(a)
+        for _ in range(3):
+            credit(b)
+        va[replay] = float(credit.values(a)[0, first + 1])
+    assert va[3] > va[0] + 0.2, va
+    assert len(credit.replay) == 3 and all(torch.equal(x["input_ids"], b.input_ids)
+                                           for x in credit.replay)
+    other = make_credit(random_policy, replay=3)
+    other.load_state_dict(credit.state_dict())
+    assert [torch.equal(x["token_rewards"], y["token_rewards"])
+            for x, y in zip(other.replay, credit.replay)] == [True] * 3

@@ -61,6 +61,16 @@ class ValueConfig(_Section):
     gamma: float = Field(1.0, gt=0, le=1, description="discount over action tokens")
     lam_critic: float = Field(1.0, ge=0, le=1, description="TD(lambda) of the value targets")
     lam_actor: float = Field(0.95, ge=0, le=1, description="GAE lambda of the advantages")
+    steps: Literal["token", "turn"] = Field(
+        "token", description="time axis of TD and GAE: token = every action token; turn = one "
+        "V per turn, read when the turn starts (multi-turn worlds; single-turn: every "
+        "step_tokens action tokens), and every token of a turn shares its advantage"
+    )
+    step_tokens: int = Field(8, ge=1, description="single-turn worlds, steps=turn: tokens per step")
+    replay: int = Field(
+        0, ge=0, description="also fit V on the last N batches (targets recomputed with the "
+        "current V; Monte-Carlo returns of slightly older policies): more data per real token"
+    )
     vapo_alpha: float = Field(
         0.0, ge=0, description="> 0: length-adaptive actor lambda 1 - 1/(alpha*len) (VAPO)"
     )

@@ -13,6 +13,8 @@ is produced; the state after a row's last action token is terminal (V = 0).
   TD(lambda) targets are GAE + V. lambda = 1 gives Monte-Carlo returns, lambda = 0 the one-step
   TD error, the "click" of a dopamine-like prediction error (Schultz, Dayan, Montague 1997).
 - VAPO (arXiv 2504.05118): length-adaptive lambda = 1 - 1 / (alpha * length).
+- Steps: the same functions run on a (B, S) time axis of steps (turns of a multi-turn episode,
+  or k-token chunks) after `to_steps`; `from_steps` gives every token its step's value.
 """
 
 from __future__ import annotations
@@ -106,6 +108,35 @@ def step_starts(
         return [s for s, e in turn_spans if e > s]
     idx = [i for i, m in enumerate(action_mask) if m]
     return idx[::step_tokens]
+
+
+def step_index(starts: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Index the steps of each row from a (B, T) bool mask of step starts.
+
+    Returns (sid, pos, valid): sid (B, T) long, the step each token belongs to (the latest start
+    at or before it; tokens before the first start belong to step 0); pos (B, S) long, the token
+    index where each step starts, in order (T - 1 where padded); valid (B, S) bool, real steps.
+    S = the most steps of any row (at least 1).
+    """
+    B, T = starts.shape
+    sid = (starts.long().cumsum(1) - 1).clamp(min=0)
+    n = starts.sum(1)
+    S = max(int(n.max()) if B else 0, 1)
+    ar = torch.arange(T, device=starts.device).expand(B, T)
+    pos = torch.where(starts, ar, torch.full_like(ar, T)).sort(dim=1).values[:, :S]
+    valid = torch.arange(S, device=starts.device)[None, :] < n[:, None]
+    return sid, pos.clamp(max=T - 1), valid
+
+
+def to_steps(x: torch.Tensor, sid: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
+    """(B, S) per-step sums of a (B, T) per-token quantity (e.g. rewards); 0 on padded steps."""
+    out = torch.zeros(valid.shape, dtype=torch.float32, device=x.device)
+    return out.scatter_add(1, sid, x.float()) * valid
+
+
+def from_steps(x: torch.Tensor, sid: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """(B, T) each masked token gets its step's value from (B, S) x; 0 off the mask."""
+    return x.gather(1, sid) * mask
 
 
 def explained_variance(pred: torch.Tensor, target: torch.Tensor) -> float:

@@ -25,10 +25,21 @@ episode was truncated; the value model is either a copy of the initial policy wi
 (`model: separate`) or a head on the live policy's detached features (`model: head`), never
 a head trained jointly through the policy's loss.
 
+Steps (`steps: turn`): in a multi-turn world the informative states are the ones right after an
+observation ("got key."), and the tokens inside one short action carry little news. With
+`steps: turn`, V is read and trained only where each turn starts, TD(lambda) and GAE run over
+turns (20 steps for a 20-turn episode instead of ~100 tokens, so lambda_actor < 1 still lets the
+outcome reach the first turns), and every token of a turn shares the turn's advantage, as in
+step-level PPO for agents. Single-turn worlds use a step every `step_tokens` action tokens.
+
 Run: `clicker train --set task.name=keydoor --set credit.sources='{value: 1.0}'`.
 """
 
 from __future__ import annotations
+
+from collections import deque
+from collections.abc import Callable
+from typing import NamedTuple
 
 import torch
 
@@ -36,10 +47,14 @@ from clicker.core.config import ValueConfig
 from clicker.core.returns import (
     calibration_error,
     explained_variance,
+    from_steps,
     gae,
     returns_to_go,
     state_values,
+    step_index,
+    step_starts,
     td_lambda_targets,
+    to_steps,
     vapo_lambda,
     whiten,
 )
@@ -48,9 +63,46 @@ from clicker.credit.base import CreditContext, CreditOutput, CreditSource
 from clicker.models.heads import batched_forward, fit_positions, make_scalar_model
 
 
+def _tensors(batch: Batch | dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """What fitting V needs from a batch, as a dict of (B, T) tensors (a replay entry)."""
+    if isinstance(batch, dict):
+        return dict(batch)
+    return {"input_ids": batch.input_ids, "attention_mask": batch.attention_mask,
+            "action_mask": batch.action_mask, "token_rewards": batch.token_rewards}
+
+
 def first_action_index(action_mask: torch.Tensor) -> torch.Tensor:
     """(B,) index of each row's first action token (0 for a row with none). action_mask (B, T)."""
     return action_mask.float().argmax(dim=1)
+
+
+class TimeAxis(NamedTuple):
+    """The time axis TD and GAE run on: action tokens, or steps (`steps: turn`).
+
+    rewards, values, mask are (B, N) on that axis (N = T for tokens, S for steps); `back` maps a
+    (B, N) quantity to the (B, T) tokens; `scatter` puts a (B, N) quantity on the (B, T) token
+    where each step starts (the identity for tokens); `where` (B, T) are those tokens.
+    """
+
+    rewards: torch.Tensor
+    values: torch.Tensor
+    mask: torch.Tensor
+    back: Callable[[torch.Tensor], torch.Tensor]
+    scatter: Callable[[torch.Tensor], torch.Tensor]
+    where: torch.Tensor
+
+
+def time_axis(token_rewards: torch.Tensor, values: torch.Tensor, action_mask: torch.Tensor,
+              starts: torch.Tensor | None) -> TimeAxis:
+    """Tokens (starts None) or steps beginning at the (B, T) bool `starts`; values (B, T)."""
+    rewards = (token_rewards * action_mask).float()
+    if starts is None:
+        keep = lambda x: x * action_mask
+        return TimeAxis(rewards, values, action_mask, keep, keep, action_mask)
+    sid, pos, valid = step_index(starts)
+    return TimeAxis(to_steps(rewards, sid, valid), values.gather(1, pos) * valid, valid,
+                    lambda x: from_steps(x, sid, action_mask),
+                    lambda x: torch.zeros_like(values).scatter(1, pos, x * valid), starts)
 
 
 class ValueCredit(CreditSource):
@@ -62,27 +114,49 @@ class ValueCredit(CreditSource):
         params = [p for p in self.model.parameters() if p.requires_grad]
         self.optimizer = torch.optim.AdamW(params, lr=cfg.lr, betas=(0.9, 0.99))
         self.updates = 0
+        # the last cfg.replay batches, as tensors: V is also fit on them (targets recomputed)
+        self.replay: deque[dict[str, torch.Tensor]] = deque(maxlen=max(cfg.replay, 1))
 
     @torch.no_grad()
-    def values(self, batch: Batch) -> torch.Tensor:
+    def values(self, batch: Batch | dict[str, torch.Tensor]) -> torch.Tensor:
         """(B, T) V(s_t) at action tokens, 0 elsewhere."""
+        t = _tensors(batch)
         self.model.eval()
         dev = self.ctx.policy.device
-        out = batched_forward(self.model, batch.input_ids.to(dev), batch.attention_mask.to(dev))
-        return state_values(out) * batch.action_mask.to(dev)
+        out = batched_forward(self.model, t["input_ids"].to(dev), t["attention_mask"].to(dev))
+        return state_values(out) * t["action_mask"].to(dev)
+
+    def step_starts(self, batch: Batch) -> torch.Tensor:
+        """(B, T) bool: where each step of `steps: turn` begins (each turn's first action token;
+        single-turn worlds: every cfg.step_tokens action tokens)."""
+        multi = self.ctx.world is not None and self.ctx.world.max_turns > 1
+        out = torch.zeros(batch.action_mask.shape, dtype=torch.bool)
+        for b, e in enumerate(batch.episodes):
+            spans = [t.action_span for t in e.turns]
+            for i in step_starts(e.action_mask, spans, self.cfg.step_tokens, multi):
+                out[b, i] = True
+        return out & batch.action_mask.cpu()
+
+    def axis(self, t: dict[str, torch.Tensor], v: torch.Tensor) -> TimeAxis:
+        dev = v.device
+        starts = t["starts"].to(dev) if "starts" in t else None
+        return time_axis(t["token_rewards"].to(dev), v, t["action_mask"].to(dev), starts)
 
     def __call__(self, batch: Batch) -> CreditOutput:
         cfg = self.cfg
         dev = self.ctx.policy.device
-        mask = batch.action_mask.to(dev)
-        rewards = batch.token_rewards.to(dev)
-        v = self.values(batch)
+        t = _tensors(batch)
+        if cfg.steps == "turn":
+            t["starts"] = self.step_starts(batch)
+        mask = t["action_mask"].to(dev)
+        v = self.values(t)
+        ax = self.axis(t, v)
         lam_actor: float | torch.Tensor = cfg.lam_actor
         if cfg.vapo_alpha > 0:
-            lam_actor = vapo_lambda(mask.sum(1), cfg.vapo_alpha)
-        adv = gae(rewards, v, mask, cfg.gamma, lam_actor)
-        clicks = gae(rewards, v, mask, cfg.gamma, 0.0)  # one-step TD errors: the shaped reward
-        targets = td_lambda_targets(rewards, v, mask, cfg.gamma, cfg.lam_critic)
+            lam_actor = vapo_lambda(ax.mask.sum(1), cfg.vapo_alpha)
+        adv = ax.back(gae(ax.rewards, ax.values, ax.mask, cfg.gamma, lam_actor))
+        # one-step TD errors: the shaped reward, the click
+        clicks = ax.back(gae(ax.rewards, ax.values, ax.mask, cfg.gamma, 0.0))
         if cfg.whiten:
             adv = whiten(adv, mask)
         warming = self.ctx.iteration < cfg.warmup_iterations
@@ -90,35 +164,52 @@ class ValueCredit(CreditSource):
             adv = torch.zeros_like(adv)
 
         # metrics before the update: how well V predicted the returns it is about to learn
-        returns = returns_to_go(rewards, mask, cfg.gamma)
+        returns = returns_to_go(ax.rewards, ax.mask, cfg.gamma)
         first = first_action_index(mask)
-        rows = torch.arange(len(first), device=dev)
-        v0 = v[rows, first]
+        v0 = v[torch.arange(len(first), device=dev), first]
         outcome = batch.rewards.to(dev)
         metrics = {
-            "credit/value/explained_variance": explained_variance(v[mask], returns[mask]),
+            "credit/value/explained_variance": explained_variance(ax.values[ax.mask],
+                                                                  returns[ax.mask]),
             "credit/value/v_s0": float(v0.mean()),
             "credit/value/calibration_s0": calibration_error(v0, outcome.clamp(0, 1)),
             "credit/value/click_abs": float(clicks[mask].abs().mean()) if mask.any() else 0.0,
             "credit/value/warmup": float(warming),
         }
-        metrics["credit/value/loss"] = self.fit(batch, targets)
+        metrics["credit/value/loss"] = self.fit(t, v)
         return CreditOutput(adv * mask, metrics, parts={"value/click": clicks.detach().cpu()})
 
-    def fit(self, batch: Batch, targets: torch.Tensor) -> float:
-        """cfg.epochs passes of MSE toward the (B, T) targets on the action tokens."""
+    def targets(self, t: dict[str, torch.Tensor], v: torch.Tensor) -> tuple[torch.Tensor,
+                                                                              torch.Tensor]:
+        """(B, T) TD(lambda_critic) targets and the (B, T) bool positions that carry them."""
+        ax = self.axis(t, v)
+        g = td_lambda_targets(ax.rewards, ax.values, ax.mask, self.cfg.gamma, self.cfg.lam_critic)
+        return ax.scatter(g), ax.where
+
+    def fit(self, batch: Batch | dict[str, torch.Tensor], v: torch.Tensor | None = None) -> float:
+        """cfg.epochs passes of MSE toward TD(lambda) targets on this batch and, with
+        cfg.replay > 0, on the last cfg.replay batches (targets from the current V). Returns the
+        mean loss on this batch's last epoch."""
+        t = _tensors(batch)
         dev = self.ctx.policy.device
-        mask = batch.action_mask.to(dev)
-        loss = fit_positions(
-            self.model, self.optimizer, batch.input_ids.to(dev), batch.attention_mask.to(dev),
-            targets.to(dev), mask.float(), loss="mse", epochs=self.cfg.epochs,
-        )
+        loss = 0.0
+        older = list(self.replay) if self.cfg.replay > 0 else []
+        for i, entry in enumerate([t, *older]):
+            y, where = self.targets(entry, self.values(entry) if i or v is None else v)
+            out = fit_positions(
+                self.model, self.optimizer, entry["input_ids"].to(dev),
+                entry["attention_mask"].to(dev), y.to(dev), where.to(dev).float(), loss="mse",
+                epochs=self.cfg.epochs,
+            )
+            loss = out if i == 0 else loss
+        if self.cfg.replay > 0:
+            self.replay.append({k: x.cpu() for k, x in t.items()})
         self.updates += 1
         return loss
 
     def state_dict(self) -> dict:
         return {"model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),
-                "updates": self.updates}
+                "updates": self.updates, "replay": list(self.replay)}
 
     def load_state_dict(self, state: dict) -> None:
         if not state:
@@ -126,6 +217,8 @@ class ValueCredit(CreditSource):
         self.model.load_state_dict(state["model"])
         self.optimizer.load_state_dict(state["optimizer"])
         self.updates = state["updates"]
+        self.replay.clear()
+        self.replay.extend(state.get("replay", []))
 
 
 def extinction_updates(
@@ -148,11 +241,7 @@ def extinction_updates(
 
     trace = [v0()]
     for n in range(1, max_updates + 1):
-        v = credit.values(zero)
-        mask = zero.action_mask.to(v.device)
-        targets = td_lambda_targets(zero.token_rewards.to(v.device), v, mask, credit.cfg.gamma,
-                                    credit.cfg.lam_critic)
-        credit.fit(zero, targets)
+        credit(zero)  # one update of V toward the (now unrewarded) returns
         trace.append(v0())
         if trace[-1] <= trace[0] / 2:
             return n, trace
