@@ -93,7 +93,8 @@ def evaluate_cmd(
         raise ConfigError(f"--model: no model directory (config.json) at {model}")
     world = make_world(cfg.task.name, **cfg.task.args)
     policy = Policy.load(model or cfg.model.path, device=cfg.model.device, dtype=cfg.model.dtype,
-                         tiny_seed=cfg.model.tiny_seed)
+                         tiny_seed=cfg.model.tiny_seed,
+                         tiny_recipe=cfg.model.tiny_recipe)
     r = evaluate(policy, world, problems, temperature=temperature, seed=cfg.train.seed,
                  max_turns=cfg.rollout.max_turns, split=split,
                  reuse_cache=cfg.rollout.reuse_cache)
@@ -147,12 +148,15 @@ def compare(
 @app.command("init-model")
 def init_model(
     seed: Annotated[int, typer.Option(help="seed of the built-in tiny model")] = 0,
+    recipe: Annotated[str, typer.Option(help="default | arith (2- and 3-digit addition)")] = "default",
     force: Annotated[bool, typer.Option(help="rebuild even if cached")] = False,
 ) -> None:
     """Build (or find cached) the built-in tiny model and print its directory."""
-    from clicker.models.tiny import tiny_model_dir
+    from clicker.models.tiny import RECIPES, tiny_model_dir
 
-    typer.echo(str(tiny_model_dir(seed, force=force, verbose=True)))
+    if recipe not in RECIPES:
+        raise typer.BadParameter(f"choose one of {', '.join(RECIPES)}", param_hint="--recipe")
+    typer.echo(str(tiny_model_dir(seed, recipe=recipe, force=force, verbose=True)))
 
 
 def main() -> None:

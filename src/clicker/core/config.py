@@ -25,6 +25,10 @@ class _Section(BaseModel):
 class ModelConfig(_Section):
     path: str | None = Field(None, description="local HF model directory; None = built-in tiny")
     tiny_seed: int = Field(0, description="seed of the built-in tiny model (when path is None)")
+    tiny_recipe: Literal["default", "arith"] = Field(
+        "default", description="built-in tiny model recipe (when path is None); arith: 2- and "
+        "3-digit addition only"
+    )
     device: str = Field("auto", description="auto | cpu | cuda | cuda:N")
     dtype: Literal["auto", "float32", "bfloat16", "float16"] = Field(
         "auto", description="auto = bf16 on CUDA, fp32 on CPU"

@@ -231,6 +231,7 @@ def execute(runs: list[Run], jobs: int) -> dict[str, str]:
         return failures
     jobs = min(jobs, len(todo))
     threads = max(1, (os.cpu_count() or 1) // jobs)
+    _build_tiny_models(todo)
     ctx = multiprocessing.get_context("spawn")
     # `kill` (SIGTERM) stops the workers as Ctrl-C does, instead of leaving them orphaned
     old_term = signal.getsignal(signal.SIGTERM)
@@ -241,6 +242,16 @@ def execute(runs: list[Run], jobs: int) -> dict[str, str]:
     finally:
         if threading.current_thread() is threading.main_thread():
             signal.signal(signal.SIGTERM, old_term)
+
+
+def _build_tiny_models(todo: list[Run]) -> None:
+    """Build the built-in tiny models the runs need here, once, before the workers start: each
+    worker would otherwise build its own copy at the same time (the cache rename keeps one)."""
+    from clicker.models.tiny import tiny_model_dir
+
+    for seed, recipe in sorted({(r.cfg.model.tiny_seed, r.cfg.model.tiny_recipe) for r in todo
+                                if r.cfg.model.path is None}):
+        tiny_model_dir(seed, recipe=recipe)
 
 
 def _raise_interrupt(signum: int, frame: Any) -> None:

@@ -47,13 +47,14 @@ class Policy:
 
     @classmethod
     def load(
-        cls, path: str | Path | None = None, *, device="auto", dtype="auto", tiny_seed=0
+        cls, path: str | Path | None = None, *, device="auto", dtype="auto", tiny_seed=0,
+        tiny_recipe="default",
     ) -> Policy:
         """Load from a local directory; path None means the built-in tiny model."""
         if path is None:
             from clicker.models.tiny import tiny_model_dir
 
-            path = tiny_model_dir(tiny_seed)
+            path = tiny_model_dir(tiny_seed, recipe=tiny_recipe)
         p = Path(path)
         if not (p / "config.json").is_file():
             raise FileNotFoundError(f"model directory not found or has no config.json: {p}")

@@ -284,6 +284,8 @@ class Sampler:
         self._logits_kw: dict[str, int] = (
             {"logits_to_keep": 1} if "logits_to_keep" in params else {}
         )
+        # transformers 5.x names the KV-cache argument `cache` (`past_key_values` is deprecated)
+        self._cache_kw = "cache" if "cache" in params else "past_key_values"
 
     def _forward(
         self,
@@ -297,8 +299,8 @@ class Sampler:
             input_ids=ids,
             attention_mask=mask,
             position_ids=pos,
-            past_key_values=cache,
             use_cache=True,
+            **{self._cache_kw: cache},
             **self._logits_kw,
         )
         return out.logits[:, -1, :]

@@ -117,7 +117,8 @@ def train(cfg: Config, run_dir: Path | None = None, *, resume: bool = False) -> 
     torch.manual_seed(cfg.train.seed)
     world = make_world(cfg.task.name, **cfg.task.args)
     initial = Policy.load(cfg.model.path, device=cfg.model.device, dtype=cfg.model.dtype,
-                          tiny_seed=cfg.model.tiny_seed)
+                          tiny_seed=cfg.model.tiny_seed,
+                          tiny_recipe=cfg.model.tiny_recipe)
     policy = initial
     if ckpt is not None:
         policy = Policy.load(ckpt, device=cfg.model.device, dtype=cfg.model.dtype)
