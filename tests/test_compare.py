@@ -179,3 +179,24 @@ def test_killed_compare_stops_its_workers_and_resumes(tiny_dir, tmp_path):
     its = [r["iteration"] for r in rows if r["iteration"] >= 0]
     assert its == list(range(len(its))) and rows[-1]["world/tokens"] >= 20_000  # no gap or repeat
     assert results["tasks"]["tiny_add"]["methods"]["grpo"]["seeds"] == 1
+
+
+def test_benchmark_specs_of_record_plan_their_runs(tmp_path):
+    """The shipped benchmark specs load and plan: addition3 runs on the `arith` tiny model, and
+    value_turn is the clicker on turns."""
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    for name, task, n in [("addition3.yaml", "addition3", 6 * 5), ("keydoor_long.yaml",
+                                                                    "keydoor_long", 5 * 5)]:
+        runs = plan(load_spec(root / "benchmarks" / name), tmp_path / name)
+        assert len(runs) == n and {r.task for r in runs} == {task}
+    add3 = plan(load_spec(root / "benchmarks" / "addition3.yaml"), tmp_path / "a")
+    assert {r.cfg.model.tiny_recipe for r in add3} == {"arith"}
+    assert {r.cfg.task.args["digits"] for r in add3} == {3}
+    full = load_spec(None, preset="full")
+    assert "addition3" in full.tasks and "value_turn" in full.methods
+    turn = [r for r in plan(load_spec(root / "benchmarks" / "keydoor_long.yaml"), tmp_path / "k")
+            if r.method == "value_turn"]
+    assert turn and all(r.cfg.credit.value.steps == "turn" and r.cfg.credit.value.replay == 3
+                        for r in turn)

@@ -124,6 +124,10 @@ METHODS: dict[str, dict[str, Any]] = {
     "drgrpo": {"credit.sources": {"drgrpo": 1.0}},
     "rloo": {"credit.sources": {"rloo": 1.0}},
     "value": {"credit.sources": {"value": 1.0}},
+    # the clicker on turns (multi-turn worlds): V at each turn's start, TD/GAE over turns, value
+    # lr 1e-3 and the last 3 batches replayed; the best dense method on keydoor_long
+    "value_turn": {"credit.sources": {"value": 1.0}, "credit.value.steps": "turn",
+                   "credit.value.lr": 1e-3, "credit.value.replay": 3, "credit.value.epochs": 1},
     "mc": {"credit.sources": {"mc": 1.0}, "credit.mc.step_tokens": 1},
     # PRIME's beta 0.05 / PRM lr 1e-6 are for 7B models: on the tiny model the PRM never left
     # log 2 and the policy collapsed; beta * sum(log-ratio) must reach O(1) over a few tokens.
@@ -141,8 +145,8 @@ METHODS: dict[str, dict[str, Any]] = {
 PRESETS: dict[str, dict[str, Any]] = {
     "quick": {"tasks": ["addition_quick", "keydoor_quick"], "methods": ["grpo", "value"],
               "seeds": 2},
-    "full": {"tasks": ["keydoor_long", "keydoor_h20", "addition2"],
-             "methods": ["grpo", "value", "mc", "implicit_prm", "adjudicator", "rft"],
+    "full": {"tasks": ["keydoor_long", "keydoor_h20", "addition2", "addition3"],
+             "methods": ["grpo", "value", "value_turn", "mc", "implicit_prm", "adjudicator", "rft"],
              "seeds": 5},
 }
 
