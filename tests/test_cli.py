@@ -121,3 +121,12 @@ def test_bad_resume_keeps_the_run(tiny_dir, tmp_path):
     assert r.returncode == 2 and "rollout.prompts" in r.stderr
     after = {p: p.read_bytes() for p in run.rglob("*") if p.is_file()}
     assert before == after
+
+
+@pytest.mark.parametrize("args,needle", [(["train", "--bogus"], "No such option: --bogus"),
+                                         (["init-model", "--recipe", "big"], "default, arith")])
+def test_usage_errors_exit_2_without_a_traceback(args, needle):
+    """Click's usage errors (typer >= 0.29 vendors its own click) print usage and one error."""
+    r = clicker(*args)
+    assert r.returncode == 2, (r.stdout, r.stderr)
+    assert "Traceback" not in r.stderr and needle in r.stderr

@@ -159,6 +159,13 @@ def init_model(
     typer.echo(str(tiny_model_dir(seed, recipe=recipe, force=force, verbose=True)))
 
 
+# typer >= 0.29 vendors its own click: its usage errors are not click's. Catch both, found
+# through typer's public BadParameter (which is click's own class on older typer).
+_USAGE_ERRORS = tuple({click.ClickException, *(c for c in typer.BadParameter.__mro__
+                                               if c.__name__ == "ClickException")})
+_ABORTS = tuple({click.exceptions.Abort, typer.Abort})
+
+
 def main() -> None:
     debug = bool(os.environ.get("CLICKER_DEBUG"))
     try:
@@ -168,10 +175,10 @@ def main() -> None:
             if code == 130:
                 typer.echo("interrupted", err=True)
             sys.exit(code)
-    except click.ClickException as e:  # usage errors: click prints them, exit 2
+    except _USAGE_ERRORS as e:  # usage errors: click prints them, exit 2
         e.show()
         sys.exit(e.exit_code)
-    except (click.exceptions.Abort, KeyboardInterrupt):
+    except (*_ABORTS, KeyboardInterrupt):
         typer.echo("interrupted", err=True)
         sys.exit(130)
     except (ConfigError, ValueError, FileNotFoundError, ImportError, TypeError) as e:
