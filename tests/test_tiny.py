@@ -33,10 +33,14 @@ def test_unknown_recipe_is_a_clear_error(tmp_path, monkeypatch):
 
 
 def test_config_names_the_recipe():
+    from typing import get_args
+
     from pydantic import ValidationError
 
-    from clicker.core.config import Config
+    from clicker.core.config import Config, ModelConfig
 
     assert Config().model.tiny_recipe == "default"
+    # core cannot import models (layers point down): the Literal must list every recipe
+    assert set(get_args(ModelConfig.model_fields["tiny_recipe"].annotation)) == set(tiny.RECIPES)
     with pytest.raises(ValidationError):
         Config.model_validate({"model": {"tiny_recipe": "big"}})

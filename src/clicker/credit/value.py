@@ -115,7 +115,7 @@ class ValueCredit(CreditSource):
         self.optimizer = torch.optim.AdamW(params, lr=cfg.lr, betas=(0.9, 0.99))
         self.updates = 0
         # the last cfg.replay batches, as tensors: V is also fit on them (targets recomputed)
-        self.replay: deque[dict[str, torch.Tensor]] = deque(maxlen=max(cfg.replay, 1))
+        self.replay: deque[dict[str, torch.Tensor]] = deque(maxlen=cfg.replay)
 
     @torch.no_grad()
     def values(self, batch: Batch | dict[str, torch.Tensor]) -> torch.Tensor:
@@ -192,20 +192,17 @@ class ValueCredit(CreditSource):
         mean loss on this batch's last epoch."""
         t = _tensors(batch)
         dev = self.ctx.policy.device
-        loss = 0.0
-        older = list(self.replay) if self.cfg.replay > 0 else []
-        for i, entry in enumerate([t, *older]):
+        losses = []
+        for i, entry in enumerate([t, *self.replay]):
             y, where = self.targets(entry, self.values(entry) if i or v is None else v)
-            out = fit_positions(
+            losses.append(fit_positions(
                 self.model, self.optimizer, entry["input_ids"].to(dev),
                 entry["attention_mask"].to(dev), y.to(dev), where.to(dev).float(), loss="mse",
                 epochs=self.cfg.epochs,
-            )
-            loss = out if i == 0 else loss
-        if self.cfg.replay > 0:
-            self.replay.append({k: x.cpu() for k, x in t.items()})
+            ))
+        self.replay.append({k: x.cpu() for k, x in t.items()})  # maxlen 0 keeps nothing
         self.updates += 1
-        return loss
+        return losses[0]
 
     def state_dict(self) -> dict:
         return {"model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),

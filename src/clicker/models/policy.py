@@ -47,8 +47,8 @@ class Policy:
 
     @classmethod
     def load(
-        cls, path: str | Path | None = None, *, device="auto", dtype="auto", tiny_seed=0,
-        tiny_recipe="default",
+        cls, path: str | Path | None = None, *, device: str = "auto", dtype: str = "auto",
+        tiny_seed: int = 0, tiny_recipe: str = "default",
     ) -> Policy:
         """Load from a local directory; path None means the built-in tiny model."""
         if path is None:
