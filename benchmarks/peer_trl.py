@@ -73,8 +73,9 @@ says how). Nothing is downloaded: the Hugging Face hub and datasets are forced o
     python benchmarks/peer_trl.py --iterations 3    # a quick check
     python benchmarks/peer_trl.py --seeds 3 --threads 1   # the recorded run
 
-results/peer_trl/results.json is that recorded run (2-core CPU beside a busy 1-thread process).
-With 2 threads next to that process the timings were meaningless (Clicker's GRPO ~7 s an
+results/peer_trl/results.json is that recorded run (2-core CPU, otherwise idle; an earlier
+record beside a busy 1-thread process measured TRL at 0.200 s, this one at 0.228 s, so compare
+ratios within one run). With 2 threads next to a busy process the timings were meaningless (Clicker's GRPO ~7 s an
 iteration instead of 0.16 s: OpenMP threads spin-waiting for a descheduled partner).
 """
 

@@ -160,3 +160,44 @@ def test_kl_to_reference_is_logged_and_pulls_back(random_policy):
     second = policy_update(random_policy, opt, batch, zero, cfg, reference=reference)
     assert first.metrics["loss/kl_ref"] > 0
     assert second.metrics["loss/kl_ref"] < first.metrics["loss/kl_ref"]  # the k3 term pulls back
+
+
+@pytest.mark.parametrize("buckets", [1, 2, 5])
+def test_shared_prefix_forward_equals_the_plain_one(random_policy, buckets):
+    """Each distinct prompt runs once and its KV cache is repeated to its rows: the logits and the
+    gradient equal those of the plain forward over every row (prompts of different lengths, rows
+    padded differently, groups interleaved), whatever the number of length buckets."""
+    from clicker.models.shared_prefix import shared_prefix_logits
+
+    model = random_policy.model.train()
+    torch.manual_seed(0)
+    prompts = [[5, 6, 7, 8], [5, 6, 9, 8, 10], [11, 12, 13, 14]]
+    rows = [prompts[i % 3] + torch.randint(20, 40, (2 + i % 4,)).tolist() for i in range(9)]
+    T = max(map(len, rows))
+    ids = torch.tensor([r + [0] * (T - len(r)) for r in rows])
+    att = torch.tensor([[1] * len(r) + [0] * (T - len(r)) for r in rows])
+    logits, grads = [], []
+    for prefix in (0, 4):  # 0: the plain forward; 4: the shortest prompt
+        model.zero_grad()
+        out = shared_prefix_logits(model, ids, att, prefix, buckets)
+        out[att.bool()].logsumexp(-1).sum().backward()
+        logits.append(out[att.bool()].detach())
+        grads.append(torch.cat([p.grad.flatten() for p in model.parameters()]))
+    torch.testing.assert_close(logits[1], logits[0], atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(grads[1], grads[0], atol=1e-5, rtol=1e-4)
+
+
+def test_update_with_shared_prefix_gives_the_same_gradient(random_policy):
+    import copy
+
+    eps = _episodes(random_policy, G=4)
+    batch = Batch.from_episodes(eps, random_policy.pad_id)
+    adv = torch.randn(batch.shape) * batch.action_mask
+    grads = []
+    for share in (False, True):
+        pol = copy.deepcopy(random_policy)
+        opt = torch.optim.SGD(pol.model.parameters(), lr=0.0)
+        policy_update(pol, opt, batch, adv, UpdateConfig(share_prefix=share, max_grad_norm=1e9))
+        grads.append(torch.cat([p.grad.flatten() for p in pol.model.parameters()]))
+    assert grads[0].abs().max() > 0
+    torch.testing.assert_close(grads[1], grads[0], atol=1e-5, rtol=1e-4)

@@ -210,6 +210,14 @@ class UpdateConfig(_Section):
         True, description="leave episodes with advantage 0 on every token out of the forward and "
         "backward passes (same gradient, less compute; off when a KL term applies)"
     )
+    share_prefix: bool = Field(
+        True, description="run each group's common prompt once in the training forward and "
+        "repeat its KV cache to the group's rows (same logits and gradient, less compute)"
+    )
+    length_buckets: int = Field(
+        2, ge=1, description="share_prefix: run the completions in this many passes of rows of "
+        "similar length, each cut to its longest row (less padding, one more pass each)"
+    )
 
 
 class TrainConfig(_Section):

@@ -8,8 +8,10 @@ advantages they pass in.
 Episodes whose advantage is 0 on every action token (a GRPO group that tied) contribute exactly
 nothing to the loss without a KL term, so they are left out of the forward and backward passes;
 they still count in the loss's normaliser, so the gradient is the same as with them. Under
-sparse reward many groups tie, and the update is most of an iteration's compute. The policy
-metrics (entropy, approx_kl, clip fraction, ratio) are then means over the episodes trained on.
+sparse reward many groups tie, and the update is most of an iteration's compute. For the same
+reason each group's prompt goes through the forward once, not G times (`update.share_prefix`,
+`clicker.models.shared_prefix`). The policy metrics (entropy, approx_kl, clip fraction, ratio)
+are then means over the episodes trained on.
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ from clicker.core.config import UpdateConfig
 from clicker.core.losses import aggregate, clipped_pg_loss, kl_k3, token_logprobs
 from clicker.core.types import Batch
 from clicker.models.policy import Policy
+from clicker.models.shared_prefix import shared_prefix_logits
 
 
 @dataclass
@@ -82,7 +85,9 @@ def policy_update(
             for part in _chunks(live, math.ceil(len(live) / micro)) if len(live) else []:
                 ids, att = batch.input_ids[part], batch.attention_mask[part]
                 act = batch.action_mask[part]
-                logits = model(input_ids=ids, attention_mask=att.long()).logits[:, :-1]
+                # the part's common leading tokens (its prompts) run once per distinct prompt
+                prefix = int(act.float().argmax(-1).min()) if cfg.share_prefix else 0
+                logits = shared_prefix_logits(model, ids, att, prefix, cfg.length_buckets)[:, :-1]
                 logp, ent = token_logprobs(logits, ids[:, 1:], temperature)
                 act, old, adv = act[:, 1:], batch.old_logprobs[part][:, 1:], advantages[part][:, 1:]
                 pg, st = clipped_pg_loss(
