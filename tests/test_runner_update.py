@@ -163,10 +163,12 @@ def test_kl_to_reference_is_logged_and_pulls_back(random_policy):
 
 
 @pytest.mark.parametrize("buckets", [1, 2, 5])
-def test_shared_prefix_forward_equals_the_plain_one(random_policy, buckets):
+@pytest.mark.parametrize("next_token_only", [False, True])
+def test_shared_prefix_forward_equals_the_plain_one(random_policy, buckets, next_token_only):
     """Each distinct prompt runs once and its KV cache is repeated to its rows: the logits and the
     gradient equal those of the plain forward over every row (prompts of different lengths, rows
-    padded differently, groups interleaved), whatever the number of length buckets."""
+    padded differently, groups interleaved), whatever the number of length buckets. With
+    next_token_only, every logit that predicts a token of its row is still exact."""
     from clicker.models.shared_prefix import shared_prefix_logits
 
     model = random_policy.model.train()
@@ -176,12 +178,16 @@ def test_shared_prefix_forward_equals_the_plain_one(random_policy, buckets):
     T = max(map(len, rows))
     ids = torch.tensor([r + [0] * (T - len(r)) for r in rows])
     att = torch.tensor([[1] * len(r) + [0] * (T - len(r)) for r in rows])
+    needed = att.bool().clone()
+    if next_token_only:  # the logits after a row's last token predict nothing
+        needed[torch.arange(len(rows)), att.sum(1) - 1] = False
     logits, grads = [], []
     for prefix in (0, 4):  # 0: the plain forward; 4: the shortest prompt
         model.zero_grad()
-        out = shared_prefix_logits(model, ids, att, prefix, buckets)
-        out[att.bool()].logsumexp(-1).sum().backward()
-        logits.append(out[att.bool()].detach())
+        out = shared_prefix_logits(model, ids, att, prefix, buckets,
+                                   next_token_only=next_token_only)
+        out[needed].logsumexp(-1).sum().backward()
+        logits.append(out[needed].detach())
         grads.append(torch.cat([p.grad.flatten() for p in model.parameters()]))
     torch.testing.assert_close(logits[1], logits[0], atol=1e-5, rtol=1e-5)
     torch.testing.assert_close(grads[1], grads[0], atol=1e-5, rtol=1e-4)

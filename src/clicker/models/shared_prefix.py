@@ -25,13 +25,17 @@ from transformers import DynamicCache
 
 
 def shared_prefix_logits(model: nn.Module, input_ids: torch.Tensor, attention_mask: torch.Tensor,
-                         prefix: int, buckets: int = 2) -> torch.Tensor:
+                         prefix: int, buckets: int = 2, *,
+                         next_token_only: bool = False) -> torch.Tensor:
     """(B, T, V) logits of `model` on right-padded `input_ids` (B, T), running each distinct
     row prefix `input_ids[:, :prefix]` once. The first `prefix` positions must be real tokens
     (attention_mask 1) in every row; prefix <= 0 or >= T, or rows that all differ, fall back to
     the plain forward. The rest of the rows runs in up to `buckets` passes of rows of similar
     length, each cut to its longest row, so little compute goes to padding. Logits at padded
-    positions are 0."""
+    positions are 0. With `next_token_only`, the logits a caller needs to score the rows' own
+    tokens (positions 0 .. length-2 of each row) are exact and the rest may be 0: each bucket's
+    pass then stops one token short, since the logits after a bucket's longest row's last token
+    predict nothing (on 2-digit addition, 3-token completions, that is a third of the pass)."""
     B, T = input_ids.shape
     if prefix <= 0 or prefix >= T:
         return model(input_ids=input_ids, attention_mask=attention_mask.long()).logits
@@ -47,6 +51,7 @@ def shared_prefix_logits(model: nn.Module, input_ids: torch.Tensor, attention_ma
     lengths = attention_mask.sum(1)
     for rows in torch.tensor_split(torch.argsort(lengths), buckets):
         end = int(lengths[rows].max()) if len(rows) else 0
+        end -= int(next_token_only)
         if end <= prefix:
             continue
         cache = DynamicCache(config=model.config)

@@ -82,12 +82,15 @@ def run_episodes(
     """Roll out G episodes for each problem index; episodes of index k share group id k+offset."""
     G = settings.group_size
     live: list[LiveEpisode] = []
+    encoded: dict[str, list[int]] = {}  # a group's G prompts are one text: tokenize it once
     for gi, idx in enumerate(indices):
         reference = world.reference(split, idx)
         for _ in range(G):
             env = world.make(split, idx)
             prompt = env.reset()
-            ids = policy.encode(prompt)
+            if prompt not in encoded:
+                encoded[prompt] = policy.encode(prompt)
+            ids = list(encoded[prompt])
             live.append(
                 LiveEpisode(env, gi + group_offset, idx, ids, [False] * len(ids),
                             [0.0] * len(ids), prompt, reference)

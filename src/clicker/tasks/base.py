@@ -48,7 +48,10 @@ class Task(Protocol):
     stop: tuple[str, ...]  # stop strings that end a completion
     max_new_tokens: int  # generous cap on completion length
 
-    def problem(self, split: Split, index: int) -> Problem: ...
+    def problem(self, split: Split, index: int) -> Problem:
+        """The problem at `index` of `split`: the same Problem for the same arguments, every
+        call (worlds cache them)."""
+        ...
 
     def verify(self, problem: Problem, completion: str) -> Verdict: ...
 
@@ -99,18 +102,32 @@ class SingleTurnWorld:
     """Wraps a Task as a World with max_turns=1."""
 
     max_turns = 1
+    RECENT = 1024  # problems remembered
 
     def __init__(self, task: Task):
         self.task = task
+        self._recent: dict[tuple[str, int], Problem] = {}
         self.name = task.name
         self.stop = tuple(task.stop)
         self.max_action_tokens = task.max_new_tokens
 
     def make(self, split: Split, index: int) -> SingleTurnEnv:
-        return SingleTurnEnv(self.task, self.task.problem(split, index))
+        return SingleTurnEnv(self.task, self._problem(split, index))
 
     def reference(self, split: Split, index: int) -> str:
-        return self.task.problem(split, index).reference
+        return self._problem(split, index).reference
+
+    def _problem(self, split: Split, index: int) -> Problem:
+        """The task's problem, remembered for the last few indices: a group asks for the same
+        problem G + 1 times, and a task may spend real work making one (seeded sampling,
+        data-set reads). Problems are pure functions of (split, index)."""
+        key = (split, index)
+        p = self._recent.get(key)
+        if p is None:
+            p = self._recent[key] = self.task.problem(split, index)
+            if len(self._recent) > self.RECENT:
+                self._recent.pop(next(iter(self._recent)))  # the oldest
+        return p
 
     def warmup_text(self, index: int, rng: random.Random) -> str:
         return self.task.warmup_text(index, rng)

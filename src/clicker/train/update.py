@@ -87,7 +87,8 @@ def policy_update(
                 act = batch.action_mask[part]
                 # the part's common leading tokens (its prompts) run once per distinct prompt
                 prefix = int(act.float().argmax(-1).min()) if cfg.share_prefix else 0
-                logits = shared_prefix_logits(model, ids, att, prefix, cfg.length_buckets)[:, :-1]
+                logits = shared_prefix_logits(model, ids, att, prefix, cfg.length_buckets,
+                                              next_token_only=True)[:, :-1]
                 logp, ent = token_logprobs(logits, ids[:, 1:], temperature)
                 act, old, adv = act[:, 1:], batch.old_logprobs[part][:, 1:], advantages[part][:, 1:]
                 pg, st = clipped_pg_loss(
