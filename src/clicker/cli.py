@@ -1,4 +1,4 @@
-"""The `clicker` command: train, eval, compare, init-model.
+"""The `clicker` command: train, eval, compare, serve, lessons, init-model.
 
 Bad input (unknown task or method, a field of the wrong type, a missing model directory, an
 unreadable YAML) prints one line naming what is wrong and exits with code 2, without a
@@ -11,13 +11,18 @@ from __future__ import annotations
 import json
 import os
 import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import click
 import typer
 
 from clicker.core.config import Config, ConfigError, load_config
+
+if TYPE_CHECKING:
+    from clicker.lessons.store import LessonBook
 
 app = typer.Typer(add_completion=False, pretty_exceptions_enable=False, no_args_is_help=True,
                   help="Clicker: RL for language-model policies with dense credit.")
@@ -65,6 +70,23 @@ def train(
     typer.echo(f"run directory: {summary['run_dir']}")
 
 
+def _resolve_model(model: Path | None) -> tuple[Path | None, Path | None]:
+    """`--model` as a model directory, and the run's config.yaml when it named a run directory
+    (which stands for its latest checkpoint). None stays None: the built-in tiny model."""
+    if model is None:
+        return None, None
+    if (model / "config.yaml").is_file():
+        from clicker.train.checkpoint import latest_checkpoint
+
+        ckpt = latest_checkpoint(model)
+        if ckpt is None:
+            raise ConfigError(f"run {model} has no checkpoint yet")
+        return ckpt, model / "config.yaml"
+    if not (model / "config.json").is_file():
+        raise ConfigError(f"--model: no model directory (config.json) or run at {model}")
+    return model, None
+
+
 @app.command("eval")
 def evaluate_cmd(
     model: Annotated[Path | None, typer.Option(help="model dir or run dir (default: tiny)")] = None,
@@ -77,20 +99,12 @@ def evaluate_cmd(
     """Held-out success of a model (or a run's latest checkpoint) on a task."""
     from clicker.models.policy import Policy
     from clicker.tasks import make_world
-    from clicker.train.checkpoint import latest_checkpoint
     from clicker.train.loop import evaluate
 
     if split not in ("test", "train"):
         raise ConfigError(f"--split must be test or train, got {split!r}")
-    if model is not None and (model / "config.yaml").is_file() and config is None:
-        config = model / "config.yaml"  # a run dir: its task, its latest checkpoint
-        ckpt = latest_checkpoint(model)
-        if ckpt is None:
-            raise ConfigError(f"run {model} has no checkpoint yet")
-        model = ckpt
-    cfg = load_config(config, set_)
-    if model is not None and not (model / "config.json").is_file():
-        raise ConfigError(f"--model: no model directory (config.json) at {model}")
+    model, run_config = _resolve_model(model)
+    cfg = load_config(config or run_config, set_)  # a run dir: its task, unless --config
     world = make_world(cfg.task.name, **cfg.task.args)
     policy = Policy.load(model or cfg.model.path, device=cfg.model.device, dtype=cfg.model.dtype,
                          tiny_seed=cfg.model.tiny_seed,
@@ -145,6 +159,36 @@ def compare(
         typer.echo(f"no finished runs to report in {out}")
 
 
+@app.command()
+def serve(
+    model: Annotated[Path | None, typer.Option(help="model dir or run dir (default: tiny)")] = None,
+    host: Annotated[str, typer.Option(help="address to listen on")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(min=0, max=65535, help="0 = any free port")] = 8000,
+    name: Annotated[str | None, typer.Option(help="model name (default: dir name)")] = None,
+    device: Annotated[str, typer.Option(help="auto | cpu | cuda[:N]")] = "auto",
+    dtype: Annotated[str, typer.Option(help="auto | float32 | bfloat16 | float16")] = "auto",
+    max_tokens: Annotated[int, typer.Option(min=1, help="cap on max_tokens per request")] = 1024,
+) -> None:
+    """Serve a model (or a run's latest checkpoint) as an OpenAI-compatible chat API."""
+    from clicker.models.policy import Policy
+    from clicker.serve import build_server
+
+    path, _ = _resolve_model(model)
+    policy = Policy.load(path, device=device, dtype=dtype)
+    try:
+        server = build_server(policy, host=host, port=port, model_name=name,
+                              max_tokens_cap=max_tokens)
+    except OSError as e:  # address in use, unknown host: bad input, not a crash
+        raise ConfigError(f"cannot listen on {host}:{port}: {e.strerror or e}") from None
+    typer.echo(f"serving {server.model_name} at {server.url}/v1 (Ctrl-C to stop)")
+    try:
+        server.serve_forever()
+    except KeyboardInterrupt:
+        typer.echo("stopped")
+    finally:
+        server.server_close()
+
+
 @app.command("init-model")
 def init_model(
     seed: Annotated[int, typer.Option(help="seed of the built-in tiny model")] = 0,
@@ -155,6 +199,103 @@ def init_model(
     from clicker.models.tiny import tiny_model_dir
 
     typer.echo(str(tiny_model_dir(seed, recipe=recipe, force=force, verbose=True)))
+
+
+# ---- clicker lessons: inspect and move lesson books (issue 6) ------------------------------
+
+lessons_app = typer.Typer(no_args_is_help=True,
+                          help="Inspect, export and import lesson books (reflection).")
+app.add_typer(lessons_app, name="lessons")
+BookOpt = Annotated[Path | None, typer.Option("--book", "-b", help="lesson book (SQLite file)")]
+
+
+@contextmanager
+def _open_book(path: Path | None, budget: int | None = None) -> Iterator[LessonBook]:
+    """Open an existing book (or create one when a budget is given); a damaged file is one
+    line of bad input, not a traceback."""
+    import sqlite3
+
+    from clicker.lessons.store import BookError, LessonBook
+
+    if path is None:
+        raise ConfigError("--book is required: the lesson book's SQLite file")
+    try:
+        new = budget is not None and not path.exists()
+        with LessonBook(path, token_budget=budget if new else None, create=new) as book:
+            yield book
+    except sqlite3.DatabaseError as e:
+        raise BookError(f"{path} is not a readable lesson book: {e}") from None
+
+
+@lessons_app.command("list")
+def lessons_list(book: BookOpt = None,
+                 all_: Annotated[bool, typer.Option("--all", help="retired and deleted too")]
+                 = False) -> None:
+    """List the book's lessons, highest worth first."""
+    from rich.console import Console
+    from rich.table import Table
+    from rich.text import Text
+
+    with _open_book(book) as b:
+        rows = b.lessons() if all_ else b.active()
+        table = Table(title=f"{b.path}: {b.tokens_used()}/{b.token_budget} tokens active")
+        for col in ("id", "worth", "status", "tokens", "text"):
+            table.add_column(col, justify="right" if col in ("id", "worth", "tokens") else "left")
+        for x in rows:  # Text: a lesson's brackets are not rich markup
+            table.add_row(str(x.id), f"{x.worth:.3f}", x.status, str(x.tokens), Text(x.text))
+    Console().print(table)
+
+
+@lessons_app.command("show")
+def lessons_show(lesson_id: Annotated[int, typer.Argument(help="lesson id")],
+                 book: BookOpt = None) -> None:
+    """One lesson with its full edit history and the reviewer replies that proposed it."""
+    with _open_book(book) as b:
+        x = b.get(lesson_id)
+        typer.echo(f"lesson {x.id} [{x.status}] worth {x.worth:.3f}, {x.tokens} tokens, "
+                   f"used {x.uses} (helped {x.helped}), iterations {x.created_iteration}-"
+                   f"{x.updated_iteration}" + (f", merged into {x.merged_into}"
+                                               if x.merged_into else ""))
+        typer.echo(f"  {x.text}")
+        if x.source_tasks or x.origin:
+            typer.echo(f"  from tasks: {', '.join(x.source_tasks) or '-'}  {x.origin}".rstrip())
+        shown: set[int] = set()
+        for h in b.history(lesson_id):
+            gate = json.dumps(h.gate) if h.gate is not None else "-"
+            targets = f" {list(h.edit.target_ids)}" if h.edit.target_ids else ""
+            typer.echo(f"edit {h.id} (iteration {h.iteration}): {h.edit.op}{targets} -> "
+                       f"{h.status}{': ' + h.reason if h.reason else ''}; gate {gate}")
+            if h.edit.reason:
+                typer.echo(f"  reason: {h.edit.reason}")
+            if h.review_id in shown:
+                typer.echo(f"  reviewer reply: review {h.review_id}, shown above")
+            elif h.review_id is not None:
+                shown.add(h.review_id)
+                r = b.review(h.review_id)
+                typer.echo(f"  reviewer reply (review {r.id}, {json.dumps(r.backend)}):")
+                typer.echo("    " + r.reply.replace("\n", "\n    "))
+
+
+@lessons_app.command("export")
+def lessons_export(file: Annotated[Path, typer.Argument(help="JSON file to write")],
+                   book: BookOpt = None) -> None:
+    """Write the book (lessons, edits, reviewer calls; no secrets) to a JSON file."""
+    with _open_book(book) as b:
+        b.export(file)
+        n = len(b.lessons())
+    typer.echo(f"exported {n} lessons to {file}")
+
+
+@lessons_app.command("import")
+def lessons_import(file: Annotated[Path, typer.Argument(help="JSON file from `export`")],
+                   book: BookOpt = None,
+                   budget: Annotated[int | None, typer.Option(
+                       min=1, help="token budget of a new book: creates it if missing")] = None) -> None:
+    """Merge an exported book into this one (fresh ids, provenance kept)."""
+    with _open_book(book, budget) as b:
+        counts = b.import_(file)
+    typer.echo(f"imported {counts['lessons']} lessons, {counts['edits']} edits, "
+               f"{counts['reviews']} reviews ({counts['over_budget']} retired: over budget)")
 
 
 # typer >= 0.29 vendors its own click: its usage errors are not click's. Catch both, found
