@@ -42,3 +42,14 @@ def random_policy(char_tokenizer):
                       eos_token_id=char_tokenizer.eos_token_id,
                       pad_token_id=char_tokenizer.pad_token_id, bos_token_id=None)
     return Policy(LlamaForCausalLM(cfg).eval(), char_tokenizer)
+
+
+@pytest.fixture(autouse=True)
+def _same_torch_threads():
+    """Each test starts with the suite's thread count: a test that changes it (a compare worker
+    run in process) would otherwise change the float rounding, and so the sampled trajectories,
+    of every learning test after it."""
+    threads = torch.get_num_threads()
+    yield
+    if torch.get_num_threads() != threads:
+        torch.set_num_threads(threads)

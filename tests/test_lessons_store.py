@@ -240,6 +240,10 @@ def test_verbatim_copy_guard():
     assert not copies_training_text("short", [prompt])
     # no window spans two training texts
     assert not copies_training_text("abcdefgh", ["xxabcd", "efghxx"], n=8)
+    # a lesson shorter than the window is a copy when all of it is shown text (12+ chars)
+    fb = "wrong: expected 1088, got 8"
+    assert copies_training_text("wrong: expected 1088", [fb])
+    assert not copies_training_text("carry the one.", [fb, prompt])
 
 
 def test_not_a_book(tmp_path):

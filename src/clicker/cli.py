@@ -181,6 +181,11 @@ def serve(
     except OSError as e:  # address in use, unknown host: bad input, not a crash
         raise ConfigError(f"cannot listen on {host}:{port}: {e.strerror or e}") from None
     typer.echo(f"serving {server.model_name} at {server.url}/v1 (Ctrl-C to stop)")
+    # a process started in the background of a non-interactive shell inherits SIGINT ignored;
+    # Ctrl-C (or kill -INT) must still stop the server cleanly
+    import signal
+
+    signal.signal(signal.SIGINT, signal.default_int_handler)
     try:
         server.serve_forever()
     except KeyboardInterrupt:

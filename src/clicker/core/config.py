@@ -25,7 +25,7 @@ class _Section(BaseModel):
 class ModelConfig(_Section):
     path: str | None = Field(None, description="local HF model directory; None = built-in tiny")
     tiny_seed: int = Field(0, description="seed of the built-in tiny model (when path is None)")
-    tiny_recipe: Literal["default", "arith"] = Field(
+    tiny_recipe: Literal["default", "arith", "context"] = Field(
         "default", description="built-in tiny model recipe (when path is None); arith: 2- and "
         "3-digit addition only"
     )
@@ -179,6 +179,35 @@ class RFTConfig(_Section):
     threshold: float = Field(0.5, description="keep episodes whose reward exceeds this")
 
 
+class DistillConfig(_Section):
+    """`distill`: self-distillation (SDPO; OPSD): the policy shown privileged context is its own
+    per-token teacher."""
+
+    teacher: Literal["ema", "initial"] = Field(
+        "ema", description="ema: an EMA of the student's weights; initial: the frozen initial policy"
+    )
+    ema_rate: float = Field(0.05, gt=0, le=1, description="teacher <- (1 - r) teacher + r student")
+    context: list[Literal["sibling", "feedback", "reference", "lessons"]] = Field(
+        default_factory=lambda: ["sibling", "feedback"],
+        description="teacher context: a successful sibling's transcript (never the episode "
+        "itself), the verifier's feedback on a failed attempt, the reference answer (OPSD), the "
+        "lessons book (distil it into a lesson-free student)",
+    )
+    feedback_without_sibling: bool = Field(
+        True, description="use feedback only when no sibling succeeded (SDPO's default)"
+    )
+    success_threshold: float = Field(0.5, description="a sibling with reward >= this succeeded")
+    loss: Literal["jsd", "sampled"] = Field(
+        "jsd", description="jsd: divergence over the teacher's top-k ids + tail, added to the "
+        "update's loss; sampled: advantage log pi_T - log pi_theta at the sampled token"
+    )
+    alpha: float = Field(0.5, ge=0, le=1, description="jsd: 0 forward KL, 0.5 JSD, 1 reverse KL")
+    top_k: int = Field(100, ge=1, description="jsd: teacher ids kept per token (+ a tail bucket)")
+    clip: float = Field(5.0, gt=0, description="sampled: |log-ratio advantage| capped at this")
+    is_clip: float = Field(2.0, gt=0, description="jsd: per-token weight min(pi/pi_old, is_clip)")
+    micro_batch: int = Field(32, ge=1, description="rows per teacher forward pass")
+
+
 class CreditConfig(_Section):
     sources: dict[str, float] = Field(
         default_factory=lambda: {"grpo": 1.0},
@@ -191,6 +220,7 @@ class CreditConfig(_Section):
     adjudicator: AdjudicatorConfig = Field(default_factory=AdjudicatorConfig)
     judge: JudgeConfig = Field(default_factory=JudgeConfig)
     rft: RFTConfig = Field(default_factory=RFTConfig)
+    distill: DistillConfig = Field(default_factory=DistillConfig)
 
 
 class UpdateConfig(_Section):
@@ -233,6 +263,52 @@ class TrainConfig(_Section):
     progress: bool = Field(True, description="show a live progress bar")
 
 
+class LessonsConfig(_Section):
+    """`lessons`: reflection. A reviewer turns mixed groups into gated edits of a lesson book
+    that is put before rollout prompts (or distilled into the weights)."""
+
+    enabled: bool = Field(False, description="keep a lesson book for this run")
+    book: str | None = Field(None, description="SQLite book path (default <run_dir>/lessons.db)")
+    inject: bool = Field(True, description="put the book before every rollout and eval prompt; "
+                         "false: a lesson-free student (distil it with credit.distill.context)")
+    review: bool = Field(True, description="review groups and edit the book (false: frozen book)")
+    every: int = Field(1, ge=1, description="review every N iterations")
+    reviewer: Literal["policy", "hf", "http"] = Field(
+        "policy", description="policy: the live policy; hf: a local HF model (reviewer_model); "
+        "http: an OpenAI-compatible endpoint (base_url, model)")
+    reviewer_model: str | None = Field(None, description="hf: local model directory")
+    base_url: str | None = Field(None, description="http: e.g. http://127.0.0.1:8000/v1")
+    model: str | None = Field(None, description="http: the endpoint's model name")
+    api_key_env: str | None = Field(
+        None, description="http: NAME of the environment variable holding the API key (the key "
+        "itself is never written anywhere)")
+    timeout_s: float = Field(30.0, gt=0, description="http: seconds per reviewer call")
+    retries: int = Field(2, ge=0, description="http: retries on timeouts and 5xx")
+    style: Literal["auto", "chat", "compact"] = Field(
+        "auto", description="reviewer prompt; auto: compact for the policy, chat otherwise")
+    max_groups: int = Field(4, ge=1, description="mixed groups shown per review")
+    per_group: int = Field(2, ge=1, description="successes (and as many failures) per group")
+    max_edits: int = Field(3, ge=1, description="edits gated per review")
+    reply_tokens: int = Field(64, ge=1, description="reviewer reply length cap")
+    temperature: float = Field(0.7, ge=0, description="reviewer sampling temperature")
+    token_budget: int = Field(128, ge=1, description="the book's size cap, in policy tokens")
+    gate_problems: int = Field(64, ge=1, description="validation problems scoring each edit")
+    gate_margin: float = Field(0.02, description="an edit must raise validation reward this much")
+    decay: float = Field(0.05, ge=0, lt=1, description="worth lost per iteration (extinction)")
+    retire_below: float = Field(0.2, description="a lesson whose worth falls below is retired")
+    revalidate_every: int = Field(5, ge=0, description="ablate the weakest lesson every N (0 off)")
+    dedup: bool = Field(True, description="an add paraphrasing a lesson becomes a merge")
+    dedup_threshold: float = Field(0.71, gt=0, le=1, description="cosine similarity of a paraphrase")
+
+    @model_validator(mode="after")
+    def _check(self) -> LessonsConfig:
+        if self.enabled and self.reviewer == "hf" and not self.reviewer_model:
+            raise ValueError("lessons.reviewer=hf needs lessons.reviewer_model (a model directory)")
+        if self.enabled and self.reviewer == "http" and not (self.base_url and self.model):
+            raise ValueError("lessons.reviewer=http needs lessons.base_url and lessons.model")
+        return self
+
+
 class Config(_Section):
     model: ModelConfig = Field(default_factory=ModelConfig)
     task: TaskConfig = Field(default_factory=TaskConfig)
@@ -240,9 +316,13 @@ class Config(_Section):
     credit: CreditConfig = Field(default_factory=CreditConfig)
     update: UpdateConfig = Field(default_factory=UpdateConfig)
     train: TrainConfig = Field(default_factory=TrainConfig)
+    lessons: LessonsConfig = Field(default_factory=LessonsConfig)
 
     @model_validator(mode="after")
     def _check(self) -> Config:
+        if "lessons" in self.credit.distill.context and "distill" in self.credit.sources \
+                and not self.lessons.enabled:
+            raise ValueError("credit.distill.context has 'lessons' but lessons.enabled is false")
         batch = self.rollout.prompts * self.rollout.group_size
         if self.update.minibatches > batch:
             raise ValueError(

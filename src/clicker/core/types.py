@@ -164,3 +164,30 @@ def _reward_position(e: Episode, turn: Turn) -> int:
         return end - 1
     before = [i for i in range(min(start, len(e.tokens))) if e.action_mask[i]]
     return before[-1] if before else len(e.tokens) - 1
+
+
+@dataclass(frozen=True)
+class DistillTargets:
+    """A teacher's next-token distributions for the update to distil (SDPO's top-k form).
+
+    Position t describes the distribution of token t given tokens < t (the update scores
+    logits[:, t - 1] against it).
+
+    logp   (B, T, k) float  the teacher's log-probs of its top-k ids
+    index  (B, T, k) long   those ids
+    mask   (B, T)    bool   action tokens of episodes that had teacher context
+    alpha  generalised-JSD alpha (0 forward KL, 1 reverse KL)
+    weight the loss's coefficient (the credit source's weight)
+    is_clip  per-token weight min(pi_theta / pi_old, is_clip), detached (SDPO)
+    """
+
+    logp: torch.Tensor
+    index: torch.Tensor
+    mask: torch.Tensor
+    alpha: float = 0.5
+    weight: float = 1.0
+    is_clip: float = 2.0
+
+    def to(self, device: torch.device | str) -> DistillTargets:
+        return DistillTargets(self.logp.to(device), self.index.to(device), self.mask.to(device),
+                              self.alpha, self.weight, self.is_clip)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from clicker.credit.adjudicator import AdjudicatorCredit
 from clicker.credit.base import Credit, CreditContext, CreditOutput, CreditSource, WeightedCredit
+from clicker.credit.distill import DistillCredit
 from clicker.credit.implicit_prm import ImplicitPRMCredit
 from clicker.credit.judge import JudgeCredit
 from clicker.credit.mc import MCCredit
@@ -18,6 +19,7 @@ from clicker.credit.value import ValueCredit
 CREDITS = {
     "adjudicator": lambda cfg, ctx: AdjudicatorCredit(cfg.adjudicator, ctx),
     "grpo": lambda cfg, ctx: OutcomeCredit("grpo", cfg.eps),
+    "distill": lambda cfg, ctx: DistillCredit(cfg.distill, ctx),
     "drgrpo": lambda cfg, ctx: OutcomeCredit("drgrpo", cfg.eps),
     "rloo": lambda cfg, ctx: OutcomeCredit("rloo", cfg.eps),
     "rft": lambda cfg, ctx: RFTCredit(cfg.rft),

@@ -10,12 +10,14 @@ A = sum_i w_i * A_i (`WeightedCredit`).
 from __future__ import annotations
 
 import copy
+import dataclasses
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Protocol
 
 import torch
 
-from clicker.core.types import Batch
+from clicker.core.types import Batch, DistillTargets
 from clicker.models.policy import Policy
 from clicker.rollout.runner import RolloutSettings
 from clicker.rollout.sampler import Sampler
@@ -28,6 +30,8 @@ class CreditOutput:
     metrics: dict[str, float] = field(default_factory=dict)  # namespaced, e.g. credit/grpo/...
     world_tokens: int = 0  # extra real-world tokens this source spent (e.g. MC continuations)
     parts: dict[str, torch.Tensor] = field(default_factory=dict)  # (B, T) credit per source
+    # a teacher distribution for the update to distil (the `distill` source's jsd form)
+    distill: DistillTargets | None = None
 
 
 class CreditContext:
@@ -47,6 +51,8 @@ class CreditContext:
         self.generator = generator
         self.seed = seed
         self.iteration = 0  # set by the loop before each call
+        # the lessons book's block for (split, index), when the run keeps a book
+        self.lessons: Callable[[str, int], str] | None = None
         self._initial = initial  # a frozen initial model owned elsewhere, if any
         self._sampler: Sampler | None = None
 
@@ -107,8 +113,13 @@ class WeightedCredit:
         metrics: dict[str, float] = {}
         parts: dict[str, torch.Tensor] = {}
         world_tokens = 0
+        distill: DistillTargets | None = None
         for w, src in self.sources:
             out = src(batch)
+            if out.distill is not None:
+                if distill is not None:
+                    raise ValueError("only one credit source may give distillation targets")
+                distill = dataclasses.replace(out.distill, weight=w * out.distill.weight)
             if out.advantages.shape != batch.shape:
                 raise ValueError(
                     f"credit source {src.name!r} returned advantages of shape "
@@ -124,7 +135,7 @@ class WeightedCredit:
         metrics["credit/adv_mean"] = float(total[m].mean()) if m.any() else 0.0
         metrics["credit/adv_std"] = float(total[m].std()) if m.sum() > 1 else 0.0
         metrics["credit/world_tokens"] = float(world_tokens)
-        return CreditOutput(total, metrics, world_tokens, parts)
+        return CreditOutput(total, metrics, world_tokens, parts, distill)
 
     def state_dict(self) -> dict:
         return {src.name: src.state_dict() for _, src in self.sources}

@@ -106,6 +106,24 @@ TASKS: dict[str, dict[str, Any]] = {
         },
         "budget": 100_000, "target": 0.3,
     },
+    # the `context` tiny model (reads solutions, feedback and lessons placed before the task):
+    # the tasks where self-distillation and lessons have a teacher that can read its context
+    "addition_ctx": {
+        "overrides": {
+            "task.name": "addition", "task.args": {"digits": 2}, "model.tiny_recipe": "context",
+            "rollout.prompts": 16, "rollout.group_size": 8, "update.lr": 3e-5,
+            "train.eval_temperature": 0.0, "train.eval_problems": 256, "train.eval_every": 2,
+        },
+        "budget": 40_000, "target": 0.98,
+    },
+    "letters_ctx": {
+        "overrides": {
+            "task.name": "letters", "model.tiny_recipe": "context",
+            "rollout.prompts": 16, "rollout.group_size": 8, "update.lr": 3e-5,
+            "train.eval_temperature": 0.0, "train.eval_problems": 256, "train.eval_every": 5,
+        },
+        "budget": 200_000, "target": 0.45,
+    },
     "addition2": {
         "overrides": {
             "task.name": "addition", "task.args": {"digits": 2},
@@ -137,6 +155,11 @@ METHODS: dict[str, dict[str, Any]] = {
     "adjudicator": {"credit.sources": {"adjudicator": 1.0}, "credit.adjudicator.epochs": 1},
     "judge": {"credit.sources": {"judge": 1.0}},
     "rft": {"credit.sources": {"rft": 1.0}},
+    # SDPO: GRPO's advantage plus the self-teacher's top-k JSD (a successful sibling, or the
+    # feedback when no sibling succeeded); OPSD: the teacher reads the reference answer
+    "distill": {"credit.sources": {"grpo": 1.0, "distill": 1.0}},
+    "opsd": {"credit.sources": {"grpo": 1.0, "distill": 1.0},
+             "credit.distill.context": ["reference"]},
 }
 
 # Compare presets. quick: `make demo` (at most ~10 minutes on 2 CPU cores including building the

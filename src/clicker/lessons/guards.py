@@ -11,6 +11,7 @@ import re
 from collections.abc import Iterable
 
 DEFAULT_COPY_CHARS = 32  # long enough that stock phrases ("the answer is") never trip it
+MIN_WHOLE_COPY_CHARS = 12  # a shorter lesson that is wholly shown text ("wrong: expected 82")
 _SPACE = re.compile(r"\s+")
 
 
@@ -27,8 +28,8 @@ def copies_training_text(text: str, training_texts: Iterable[str],
     if n < 1:
         raise ValueError(f"n must be >= 1, got {n}")
     lesson = _norm(text)
-    if len(lesson) < n:
-        return False
     # NUL cannot occur in the texts, so no window spans two training texts
     corpus = "\x00".join(_norm(t) for t in training_texts)
+    if len(lesson) < n:  # a short lesson is a copy when the whole of it is shown text
+        return len(lesson) >= MIN_WHOLE_COPY_CHARS and lesson in corpus
     return any(lesson[i:i + n] in corpus for i in range(len(lesson) - n + 1))

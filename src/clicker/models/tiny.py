@@ -33,6 +33,7 @@ from pathlib import Path
 import torch
 from transformers import LlamaConfig, LlamaForCausalLM
 
+from clicker.core.context import context_block, review_prompt
 from clicker.models.chartok import build_char_tokenizer
 
 VERSION = 3  # bump when the recipe changes, so caches are rebuilt
@@ -51,6 +52,8 @@ class TinySpec:
     max_rows: int = 128
     lr: float = 1e-3
     warmup_steps: int = 50
+    context: float = 0.0  # share of single-turn texts that carry a context block (recipe context)
+    review: float = 0.0  # share of batches of review texts (attempts + feedback -> a lesson)
     # (task name, kwargs, sampling weight) of the warm-start mixture
     mixture: tuple = (
         ("addition", {"digits": 2}, 6.0),
@@ -67,7 +70,23 @@ RECIPES: dict[str, TinySpec] = {
         steps=3000,
         mixture=(("addition", {"digits": 2}, 1.0), ("addition", {"digits": 3}, 3.0)),
     ),
+    # the default mixture, plus context blocks (solutions, feedback, answers, lessons) before
+    # the task, half of them helpful and half irrelevant, and review texts that end in a lesson
+    "context": TinySpec(steps=3000, context=0.5, review=0.05, mixture=(
+        ("addition", {"digits": 2}, 6.0), ("letters", {}, 3.0), ("keydoor", {"rooms": 2}, 0.5),
+        ("keydoor", {"rooms": 3}, 1.0))),
 }
+
+# Lessons the `context` recipe teaches the model to follow (a helpful lesson before a task
+# makes the right answer likely, as an instruction does for a real LLM) and to write as a
+# reviewer, with paraphrases; and lessons that do not help on any task.
+HINTS: dict[str, tuple[str, ...]] = {
+    "addition": ("carry the one.", "add the carry to the next digit.",
+                 "when a column passes 9, carry 1."),
+    "letters": ("count every copy of the letter.", "count each letter, repeats too."),
+}
+DISTRACTORS: tuple[str, ...] = ("answer with one number.", "keep it short.",
+                                "read the question twice.")
 
 
 def clicker_home() -> Path:
@@ -115,6 +134,55 @@ def _clean_text(world, index: int, rng: random.Random) -> str:
     return world.make("train", index).reset() + world.reference("train", index) + world.stop[0]
 
 
+def _context_text(world, index: int, rng: random.Random) -> str:
+    """A single-turn text with a context block before it: half the time a block that gives the
+    answer away or tells how to get it (a solution to this very problem, the verifier's feedback
+    on an attempt at it, its answer, or a lesson for this task), followed by the right answer;
+    otherwise a block about something else (another problem's solution, a lesson that does not
+    apply), followed by the task's noisy habit, in both phases. So the model learns to read the
+    context, not that any context means "answer right". (Feedback on another problem is not
+    among the irrelevant blocks: it names no problem, so nothing could tell it apart.)"""
+    prompt = world.make("train", index).reset()
+    right = prompt + world.reference("train", index) + world.stop[0]
+    plain = world.warmup_text(index, rng)  # the habit, even in the clean phase
+    other = index + rng.randrange(1, 1_000_000)
+
+    def solution(i: int) -> str:
+        return context_block("solution", world.make("train", i).reset()
+                             + world.reference("train", i))
+
+    def feedback(i: int) -> str:
+        p = world.make("train", i).reset()
+        attempt = world.warmup_text(i, rng)[len(p):]
+        return context_block("feedback", world.make("train", i).step(attempt).feedback)
+
+    hints = HINTS.get(world.name, ())
+    foreign = [h for name, hs in HINTS.items() if name != world.name for h in hs]
+    helpful = [lambda: solution(index), lambda: feedback(index),
+               lambda: context_block("reference", world.reference("train", index))]
+    if hints:
+        helpful.append(lambda: context_block("lesson", rng.choice(hints)))
+    irrelevant = [lambda: solution(other),
+                  lambda: context_block("lesson", rng.choice(list(DISTRACTORS) + foreign))]
+    blocks = []
+    if rng.random() < 0.3:  # a second, irrelevant lesson first: several blocks, one that counts
+        blocks.append(context_block("lesson", rng.choice(DISTRACTORS)))
+    if rng.random() < 0.5:
+        return "".join(blocks) + rng.choice(helpful)() + right
+    return "".join(blocks) + rng.choice(irrelevant)() + plain
+
+
+def _review_text(world, index: int, rng: random.Random) -> str:
+    """A review of a few attempts at a task (transcript and feedback) ending in one of the
+    task's lessons: so the tiny model can act as a reviewer, as a real LLM can."""
+    attempts = []
+    for i in range(index, index + rng.randint(2, 4)):
+        p = world.make("train", i).reset()
+        completion = world.warmup_text(i, rng)[len(p):]
+        attempts.append((p + completion, world.make("train", i).step(completion).feedback))
+    return review_prompt(attempts) + rng.choice(HINTS[world.name]) + "\n"
+
+
 def _warmup_batches(spec: TinySpec, rng: random.Random):
     """Endless batches of warm-start texts, each from one task so lengths match (no padding
     waste); a batch holds about `spec.batch_tokens` characters. The first `clean_fraction` of
@@ -130,11 +198,18 @@ def _warmup_batches(spec: TinySpec, rng: random.Random):
         clean = step < spec.clean_fraction * spec.steps
         step += 1
         world = rng.choices(worlds, weights=weights)[0]
+        review = spec.review > 0 and world.name in HINTS and rng.random() < spec.review
         texts: list[str] = []
         size = 0
         while size < spec.batch_tokens and len(texts) < spec.max_rows:
             counter += 1
-            texts.append(_clean_text(world, counter, rng) if clean else world.warmup_text(counter, rng))
+            if review:
+                texts.append(_review_text(world, counter, rng))
+            elif spec.context > 0 and world.max_turns == 1 and rng.random() < spec.context:
+                texts.append(_context_text(world, counter, rng))
+            else:
+                texts.append(_clean_text(world, counter, rng) if clean
+                             else world.warmup_text(counter, rng))
             size += len(texts[-1])
         yield texts
 

@@ -14,6 +14,7 @@ The turn loop (`play`) works on any list of live states, so Monte-Carlo continua
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import torch
@@ -43,6 +44,7 @@ class LiveEpisode:
     truncated: bool = False
     prefix: int = 0
     meta: dict = field(default_factory=dict)
+    context_tokens: int = 0  # leading tokens of our own context (lessons), not the env's
 
     def freeze(self, split: str) -> Episode:
         return Episode(
@@ -53,7 +55,8 @@ class LiveEpisode:
             prompt=self.prompt,
             reference=self.reference,
             group=self.group,
-            world_tokens=len(self.tokens),  # every token here came from or went to the real env
+            # every token here but our own leading context came from or went to the real env
+            world_tokens=len(self.tokens) - self.context_tokens,
             truncated=self.truncated,
             meta={"index": self.index, "split": split, **self.meta},
         )
@@ -78,22 +81,31 @@ def run_episodes(
     generator: torch.Generator | None = None,
     sampler: Sampler | None = None,
     group_offset: int = 0,
+    context: Callable[[Split, int], str] | None = None,
 ) -> list[Episode]:
-    """Roll out G episodes for each problem index; episodes of index k share group id k+offset."""
+    """Roll out G episodes for each problem index; episodes of index k share group id k+offset.
+
+    `context(split, index)`: text placed before that problem's prompt (the lessons book). Its
+    tokens are the policy's input but not world tokens: the env never saw them.
+    """
     G = settings.group_size
     live: list[LiveEpisode] = []
     encoded: dict[str, list[int]] = {}  # a group's G prompts are one text: tokenize it once
     for gi, idx in enumerate(indices):
         reference = world.reference(split, idx)
+        block = context(split, idx) if context is not None else ""
         for _ in range(G):
             env = world.make(split, idx)
             prompt = env.reset()
-            if prompt not in encoded:
-                encoded[prompt] = policy.encode(prompt)
-            ids = list(encoded[prompt])
+            for text in (block, prompt):
+                if text not in encoded:
+                    encoded[text] = policy.encode(text) if text else []
+            ids = encoded[block] + encoded[prompt]
+            meta = {"context": block} if block else {}
             live.append(
                 LiveEpisode(env, gi + group_offset, idx, ids, [False] * len(ids),
-                            [0.0] * len(ids), prompt, reference)
+                            [0.0] * len(ids), prompt, reference, meta=meta,
+                            context_tokens=len(encoded[block]))
             )
     play(policy, world, live, settings, generator, sampler, share=G)
     return [e.freeze(split) for e in live]

@@ -12,6 +12,7 @@ import resource
 import statistics
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -46,13 +47,16 @@ class EvalResult:
     success: float
     reward: float
     episodes: int
+    world_tokens: int = 0
 
 
 def evaluate(
     policy: Policy, world: World, n: int, *, temperature: float = 0.0, seed: int = 0,
     max_turns: int | None = None, split: str = "test", reuse_cache: bool = True,
+    context: Callable[[str, int], str] | None = None, offset: int = 0,
 ) -> EvalResult:
-    """Held-out success: one episode per problem on the first n problems of the split."""
+    """Held-out success: one episode per problem on problems offset..offset+n-1 of the split,
+    with `context(split, index)` before each prompt if given (the lessons book)."""
     gen = torch.Generator(device=policy.device).manual_seed(seed + EVAL_SEED_OFFSET)
     settings = RolloutSettings(group_size=1, temperature=temperature, max_turns=max_turns,
                                reuse_cache=reuse_cache)
@@ -60,12 +64,14 @@ def evaluate(
     chunk = 64
     sampler = Sampler(policy.model, policy.tokenizer)
     for start in range(0, n, chunk):
-        idx = list(range(start, min(n, start + chunk)))
-        eps += run_episodes(policy, world, split, idx, settings, gen, sampler)  # type: ignore[arg-type]
+        idx = list(range(offset + start, offset + min(n, start + chunk)))
+        eps += run_episodes(policy, world, split, idx, settings, gen, sampler,  # type: ignore[arg-type]
+                            context=context)
     return EvalResult(
         success=sum(e.success for e in eps) / len(eps),
         reward=sum(e.reward for e in eps) / len(eps),
         episodes=len(eps),
+        world_tokens=sum(e.world_tokens for e in eps),
     )
 
 
@@ -82,6 +88,41 @@ def write_reports(run_dir: Path, files: dict[str, str | bytes]) -> None:
             tmp.replace(out / name)
         else:
             write_atomic(out / name, content)
+
+
+def open_lessons(cfg: Config, run_dir: Path, policy: Policy, world: World):
+    """The run's lesson book and, when it reviews, its Reflection (None, None without a book)."""
+    lc = cfg.lessons
+    if not lc.enabled:
+        return None, None
+    from clicker.lessons.backends import HTTPChat, LocalHFChat, PolicyChat
+    from clicker.lessons.reflect import VALIDATION_OFFSET, Reflection, ReflectSettings
+    from clicker.lessons.store import LessonBook
+
+    book = LessonBook(lc.book or run_dir / "lessons.db", token_budget=lc.token_budget,
+                      count_tokens=lambda t: len(policy.encode(t)), retire_below=lc.retire_below)
+    if not lc.review:
+        return book, None
+    if lc.reviewer == "http":
+        backend = HTTPChat(lc.base_url, lc.model, api_key_env=lc.api_key_env,
+                           timeout_s=lc.timeout_s, retries=lc.retries)
+    elif lc.reviewer == "hf":
+        backend = LocalHFChat(lc.reviewer_model, device=cfg.model.device, seed=cfg.train.seed)
+    else:
+        backend = PolicyChat(policy, seed=cfg.train.seed)
+    style = lc.style if lc.style != "auto" else ("compact" if lc.reviewer == "policy" else "chat")
+
+    def score(context):  # greedy validation reward on train problems training never samples
+        r = evaluate(policy, world, lc.gate_problems, seed=cfg.train.seed, split="train",
+                     offset=VALIDATION_OFFSET, context=context, max_turns=cfg.rollout.max_turns)
+        return r.reward, r.world_tokens
+
+    settings = ReflectSettings(
+        style=style, max_groups=lc.max_groups, per_group=lc.per_group, max_edits=lc.max_edits,
+        reply_tokens=lc.reply_tokens, temperature=lc.temperature, gate_margin=lc.gate_margin,
+        decay=lc.decay, revalidate_every=lc.revalidate_every, dedup=lc.dedup,
+        dedup_threshold=lc.dedup_threshold)
+    return book, Reflection(book, backend, score, settings)
 
 
 def default_run_dir(cfg: Config) -> Path:
@@ -148,6 +189,13 @@ def train(cfg: Config, run_dir: Path | None = None, *, resume: bool = False) -> 
         start, world_tokens = state["iteration"] + 1, state["world_tokens"]
     write_atomic(run_dir / "config.yaml", dump_config(cfg))
     log = MetricsLog(run_dir, resume_from_iteration=start - 1 if resume else None)
+    book, reflection = open_lessons(cfg, run_dir, policy, world)
+    lessons = None
+    if book is not None:
+        from clicker.lessons.reflect import book_context
+
+        ctx.lessons = book_context(book)
+        lessons = ctx.lessons if cfg.lessons.inject else None  # what rollouts read
 
     def checkpoint(it: int) -> None:
         rng = rng_state(generator) | {"cpu_gen": cpu_gen.get_state()}
@@ -155,10 +203,10 @@ def train(cfg: Config, run_dir: Path | None = None, *, resume: bool = False) -> 
                  "world_tokens": world_tokens, "credit": credit.state_dict()}
         save_checkpoint(run_dir, it, policy, state, keep=cfg.train.keep_checkpoints)
 
-    def held_out() -> float:
+    def held_out(context=None) -> float:
         r = evaluate(policy, world, cfg.train.eval_problems, temperature=cfg.train.eval_temperature,
                      seed=cfg.train.seed, max_turns=cfg.rollout.max_turns,
-                     reuse_cache=cfg.rollout.reuse_cache)
+                     reuse_cache=cfg.rollout.reuse_cache, context=context)
         return r.success
 
     tc = cfg.train
@@ -179,7 +227,8 @@ def train(cfg: Config, run_dir: Path | None = None, *, resume: bool = False) -> 
             # --- rollout ------------------------------------------------------------------
             base = tc.seed * 10_000_019 + it * cfg.rollout.prompts
             indices = [base + j for j in range(cfg.rollout.prompts)]
-            episodes = run_episodes(policy, world, "train", indices, settings, generator, sampler)
+            episodes = run_episodes(policy, world, "train", indices, settings, generator, sampler,
+                                    context=lessons)
             t_roll = time.time() - t0
             batch = Batch.from_episodes(episodes, policy.pad_id)
             world_tokens += sum(e.world_tokens for e in episodes)
@@ -190,7 +239,8 @@ def train(cfg: Config, run_dir: Path | None = None, *, resume: bool = False) -> 
             # --- update -------------------------------------------------------------------
             result = policy_update(policy, optimizer, batch, credit_out.advantages, cfg.update,
                                    temperature=cfg.rollout.temperature or 1.0,
-                                   reference=reference, generator=cpu_gen)
+                                   reference=reference, generator=cpu_gen,
+                                   distill=credit_out.distill)
             # --- log ----------------------------------------------------------------------
             action_tokens = sum(e.num_action_tokens for e in episodes)
             m = {
@@ -205,12 +255,19 @@ def train(cfg: Config, run_dir: Path | None = None, *, resume: bool = False) -> 
                 "time/rollout_s": t_roll,
                 "time/iteration_s": time.time() - t0,
             } | credit_out.metrics | result.metrics
+            if reflection is not None and (it + 1) % cfg.lessons.every == 0:
+                m |= reflection.step(it, episodes, policy.decode)
+                world_tokens += int(m["lessons/world_tokens"])  # gate rollouts are real
+                m["world/tokens"] = world_tokens
             iteration_s.append(m["time/iteration_s"])
             last_batch = (it, episodes, credit_out)
             spent = bool(tc.world_token_budget and world_tokens >= tc.world_token_budget)
             if tc.eval_every and ((it + 1) % tc.eval_every == 0 or it + 1 == tc.iterations
                                   or spent):  # the last iteration always has a held-out point
-                last_eval = m["eval/success"] = held_out()
+                last_eval = m["eval/success"] = held_out(lessons)
+                if book is not None:  # the same policy without the book, and with it
+                    m["eval/success_no_lessons"] = held_out() if lessons else last_eval
+                    m["eval/success_with_lessons"] = held_out(ctx.lessons)
             log.log(it, m)
             progress.update(it + 1, train=m["rollout/success"], held_out=last_eval,
                             world_tokens=world_tokens)

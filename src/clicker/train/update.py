@@ -22,8 +22,9 @@ from dataclasses import dataclass
 import torch
 
 from clicker.core.config import UpdateConfig
+from clicker.core.divergences import topk_divergence
 from clicker.core.losses import aggregate, clipped_pg_loss, kl_k3, token_logprobs
-from clicker.core.types import Batch
+from clicker.core.types import Batch, DistillTargets
 from clicker.models.policy import Policy
 from clicker.models.shared_prefix import shared_prefix_logits
 
@@ -48,10 +49,13 @@ def policy_update(
     temperature: float = 1.0,
     reference: torch.nn.Module | None = None,
     generator: torch.Generator | None = None,
+    distill: DistillTargets | None = None,
 ) -> UpdateResult:
     """Run cfg.epochs x cfg.minibatches optimizer steps on one batch.
 
-    advantages (B, T) float, 0 off batch.action_mask.
+    advantages (B, T) float, 0 off batch.action_mask. `distill`: a teacher's distributions; the
+    loss then adds weight * D_alpha(student, teacher) at its masked tokens, aggregated like the
+    policy loss over all action tokens (tokens without a teacher count as 0).
     """
     model = policy.model
     model.train()
@@ -65,6 +69,9 @@ def policy_update(
         signal = torch.ones(B, dtype=torch.bool)
     else:
         signal = ((advantages != 0) & batch.action_mask).any(-1).cpu()
+    if distill is not None:
+        distill = distill.to(dev)
+        signal = signal | distill.mask.any(-1).cpu()
     sums: dict[str, float] = {}
     counts = 0
     seen: dict[str, int] = {}  # steps that logged each stat (a step with every row tied logs none)
@@ -96,6 +103,16 @@ def policy_update(
                     aggregation=cfg.aggregation, max_tokens=max_tokens,
                 )
                 loss = pg
+                if distill is not None:
+                    dmask = distill.mask[part][:, 1:]
+                    student = torch.log_softmax(logits.float() / (temperature or 1.0), -1)
+                    d = topk_divergence(student, distill.logp[part][:, 1:],
+                                        distill.index[part][:, 1:], distill.alpha)
+                    ratio = torch.exp((logp - old).detach().clamp(max=20.0))
+                    d = d * ratio.clamp(max=distill.is_clip) * dmask
+                    dl = aggregate(d, act, cfg.aggregation, max_tokens)
+                    loss = loss + distill.weight * dl
+                    st["distill"] = dl.detach()
                 if cfg.kl_coef > 0 and reference is not None:
                     with torch.no_grad():
                         ref_logits = reference(input_ids=ids, attention_mask=att.long()).logits
@@ -118,7 +135,7 @@ def policy_update(
                 for k, v in st.items():
                     stats[k] = stats.get(k, 0.0) + float(v) * float(weight)
             for k in stats:  # the loss sums over the minibatch; the rest: mean over rows trained
-                if k not in ("loss", "kl_ref") and weights > 0:
+                if k not in ("loss", "kl_ref", "distill") and weights > 0:
                     stats[k] /= weights
             grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.max_grad_norm)
             if not finite or not torch.isfinite(grad_norm):
@@ -134,7 +151,8 @@ def policy_update(
     model.eval()
     names = {"loss": "loss/policy", "kl_ref": "loss/kl_ref", "entropy": "policy/entropy",
              "approx_kl": "policy/approx_kl", "clip_frac": "policy/clip_frac",
-             "ratio_mean": "policy/ratio_mean", "grad_norm": "loss/grad_norm"}
+             "ratio_mean": "policy/ratio_mean", "grad_norm": "loss/grad_norm",
+             "distill": "loss/distill"}
     # the loss is 0 on an all-tied step, so it averages over every step; the rest over the
     # steps that trained on something
     metrics = {names[k]: v / (counts if k == "loss" else seen[k]) for k, v in sums.items()}
