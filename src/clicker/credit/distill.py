@@ -136,19 +136,23 @@ class DistillCredit(CreditSource):
             for r, s in enumerate(seqs):
                 ids[r, :len(s)] = torch.tensor(s)
                 att[r, :len(s)] = 1
-            logits = model(input_ids=ids.to(dev), attention_mask=att.to(dev)).logits.float()
-            logp = torch.log_softmax(logits / temperature, -1).cpu()  # (n, L, V)
-            # teacher position predicting episode token t: offset + t - 1 (t >= 1)
-            offset = torch.tensor([len(ctx_ids[i]) for i in part])
-            pos = (offset[:, None] + torch.arange(T)[None] - 1).clamp(0, L - 1)
-            at = logp.gather(1, pos[..., None].expand(-1, -1, logp.shape[-1]))  # (n, T, V)
-            tok_lp[part] = at.gather(-1, batch.input_ids[part][..., None]).squeeze(-1)
+            logits = model(input_ids=ids.to(dev), attention_mask=att.to(dev)).logits
+            # teacher position predicting episode token t: offset + t - 1 (t >= 1); only those
+            # positions are normalised, on the model's device, and only (n, T) and the top-k
+            # leave it (a real vocabulary makes (n, L, V) the largest tensor here)
+            offset = torch.tensor([len(ctx_ids[i]) for i in part], device=logits.device)
+            pos = (offset[:, None] + torch.arange(T, device=logits.device)[None] - 1)
+            pos = pos.clamp(0, L - 1)
+            at = logits.gather(1, pos[..., None].expand(-1, -1, logits.shape[-1]))
+            at = torch.log_softmax(at.float() / temperature, -1)  # (n, T, V)
+            targets = batch.input_ids[part].to(at.device)[..., None]
+            tok_lp[part] = at.gather(-1, targets).squeeze(-1).cpu()
             if cfg.loss == "jsd":
                 v, ix = at.topk(min(cfg.top_k, at.shape[-1]), -1)
                 if top_lp is None:
                     top_lp = torch.zeros(B, T, v.shape[-1])
                     top_ix = torch.zeros(B, T, v.shape[-1], dtype=torch.long)
-                top_lp[part], top_ix[part] = v, ix
+                top_lp[part], top_ix[part] = v.cpu(), ix.cpu()
         covered = torch.zeros(B, dtype=torch.bool)
         covered[rows] = True
         mask = batch.action_mask & covered[:, None]
