@@ -6,9 +6,11 @@ import json
 
 import pytest
 
+from clicker.core.config import LessonsConfig
+from clicker.core.context import lesson_block
 from clicker.core.types import Episode, Turn
 from clicker.lessons.backends import ChatReply
-from clicker.lessons.reflect import Reflection, ReflectSettings, book_context, render_lessons
+from clicker.lessons.reflect import Reflection, book_context
 from clicker.lessons.reviewer import mixed_groups, parse_edits, review_messages
 from clicker.lessons.store import LessonBook
 
@@ -91,7 +93,7 @@ def _mixed():
 
 def _reflect(tmp_path, replies, budget=64, **kw):
     book = LessonBook(tmp_path / "b.db", token_budget=budget, count_tokens=len)
-    s = ReflectSettings(style="chat", dedup=False, revalidate_every=0, **kw)
+    s = LessonsConfig(style="chat", dedup=False, revalidate_every=0, **kw)
     return book, Reflection(book, FakeBackend(replies), _score_by_words, s)
 
 
@@ -144,14 +146,14 @@ def test_a_problem_never_reads_lessons_written_from_it(tmp_path):
     r.step(0, eps, _decode_map(eps))
     ctx = book_context(book)
     assert ctx("train", 1) == ""
-    assert ctx("train", 2) == ctx("test", 1) == render_lessons(["a good habit"]) == \
+    assert ctx("train", 2) == ctx("test", 1) == lesson_block(["a good habit"]) == \
         "Lesson: a good habit\n"
 
 
 def test_dedup_turns_a_paraphrase_into_a_merge(tmp_path):
     eps = _mixed()
     book = LessonBook(tmp_path / "b.db", token_budget=500, count_tokens=len)
-    s = ReflectSettings(style="chat", revalidate_every=0, gate_margin=-1.0)  # gate accepts all
+    s = LessonsConfig(style="chat", revalidate_every=0, gate_margin=-1.0)  # gate accepts all
     r = Reflection(book, FakeBackend([
         "ADD: Always carry the one when a column sums past nine.",
         "ADD: When digits add to more than 9, carry 1 to the next column.",
@@ -166,7 +168,7 @@ def test_dedup_turns_a_paraphrase_into_a_merge(tmp_path):
 def test_revalidation_takes_worth_from_a_lesson_the_book_does_not_need(tmp_path):
     eps = _mixed()
     book = LessonBook(tmp_path / "b.db", token_budget=500, count_tokens=len)
-    s = ReflectSettings(style="chat", dedup=False, revalidate_every=1, decay=0.0)
+    s = LessonsConfig(style="chat", dedup=False, revalidate_every=1, decay=0.0)
     r = Reflection(book, FakeBackend(["ADD: a good habit", "ADD: a habit", "NONE", "NONE", "NONE"]),
                    _score_by_words, s)
     r.step(0, eps, _decode_map(eps))

@@ -32,6 +32,17 @@ def context_block(kind: Kind, text: str) -> str:
     return f"{LABELS[kind]}: {body}\n"
 
 
+def lesson_block(texts: Sequence[str]) -> str:
+    """The lessons book as it goes before a prompt: one `Lesson: ...` line per lesson."""
+    return "".join(context_block("lesson", t) for t in texts)
+
+
+def without_context(text: str, block: str) -> str:
+    """A decoded transcript without the context block we put before its prompt (the env never
+    saw it): what a reviewer or a teacher is shown of another episode."""
+    return text[len(block):] if block and text.startswith(block) else text
+
+
 def with_context(prompt: str, blocks: Sequence[str]) -> str:
     """The prompt with its context blocks before it (no blocks: the prompt unchanged)."""
     return "".join(blocks) + prompt

@@ -42,7 +42,7 @@ from collections.abc import Callable, Sequence
 import torch
 
 from clicker.core.config import DistillConfig
-from clicker.core.context import context_block
+from clicker.core.context import context_block, without_context
 from clicker.core.types import Batch, DistillTargets, Episode
 from clicker.credit.base import CreditContext, CreditOutput, CreditSource
 
@@ -93,8 +93,7 @@ class DistillCredit(CreditSource):
 
     def _transcript(self, e: Episode) -> str:
         """A sibling's transcript as the env saw it: without our own context block (lessons)."""
-        text, block = self.ctx.policy.decode(e.tokens), e.meta.get("context", "")
-        return text[len(block):] if block and text.startswith(block) else text
+        return without_context(self.ctx.policy.decode(e.tokens), e.meta.get("context", ""))
 
     def _lessons(self, e: Episode) -> str:
         book = self.ctx.lessons

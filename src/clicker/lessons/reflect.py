@@ -25,9 +25,9 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
 
-from clicker.core.context import context_block
+from clicker.core.config import LessonsConfig
+from clicker.core.context import lesson_block
 from clicker.core.types import Episode
 from clicker.lessons.backends import ChatBackend
 from clicker.lessons.dedup import Embedder
@@ -41,27 +41,14 @@ VALIDATION_OFFSET = 2**40  # train-split indices at and above this are never tra
 Scorer = Callable[[Callable[[str, int], str] | None], tuple[float, int]]
 
 
-@dataclass(frozen=True)
-class ReflectSettings:
-    style: Style = "compact"
-    max_groups: int = 4
-    per_group: int = 2
-    max_edits: int = 3
-    reply_tokens: int = 64
-    temperature: float = 0.7
-    gate_margin: float = 0.02
-    decay: float = 0.05
-    revalidate_every: int = 5
-    dedup: bool = True
-    dedup_threshold: float = 0.71
-    copy_chars: int = 32
-    threshold: float = 0.5  # reward at or above which an attempt succeeded
+SUCCESS = 0.5  # reward at or above which an attempt succeeded (as Episode.success)
 
 
-def render_lessons(lessons: Sequence[Lesson | str]) -> str:
-    """The prompt block: one `Lesson: ...` line per lesson (`clicker.core.context`)."""
-    return "".join(context_block("lesson", x if isinstance(x, str) else x.text)
-                   for x in lessons)
+def review_style(cfg: LessonsConfig) -> Style:
+    """`auto`: the compact one-line review for the policy as reviewer, chat for real LLMs."""
+    if cfg.style != "auto":
+        return cfg.style
+    return "compact" if cfg.reviewer == "policy" else "chat"
 
 
 def book_context(book: LessonBook) -> Callable[[str, int], str]:
@@ -87,14 +74,14 @@ class Reflection:
     """Drives one book: `step(iteration, episodes, decode)` after each training iteration."""
 
     def __init__(self, book: LessonBook, backend: ChatBackend, score: Scorer,
-                 settings: ReflectSettings = ReflectSettings(),
-                 embedder: Embedder | None = None):
-        self.book, self.backend, self.score, self.s = book, backend, score, settings
-        self.embedder = embedder if embedder is not None else (Embedder() if settings.dedup
+                 cfg: LessonsConfig, embedder: Embedder | None = None):
+        self.book, self.backend, self.score, self.s = book, backend, score, cfg
+        self.style = review_style(cfg)
+        self.embedder = embedder if embedder is not None else (Embedder() if cfg.dedup
                                                                  else None)
 
     def _score_texts(self, texts: Sequence[str]) -> tuple[float, int]:
-        block = render_lessons(texts)
+        block = lesson_block(texts)
         return self.score((lambda split, index: block) if block else None)
 
     def step(self, iteration: int, episodes: Sequence[Episode], decode) -> dict[str, float]:
@@ -103,7 +90,7 @@ class Reflection:
         m = {"lessons/proposed": 0.0, "lessons/accepted": 0.0, "lessons/rejected": 0.0,
              "lessons/review_failed": 0.0, "lessons/world_tokens": 0.0}
         m["lessons/retired"] = float(len(book.decay(s.decay)))
-        groups = mixed_groups(episodes, s.threshold)[:s.max_groups]
+        groups = mixed_groups(episodes, SUCCESS)[:s.max_groups]
         if groups:
             self._review(iteration, groups, decode, m)
         if s.revalidate_every and (iteration + 1) % s.revalidate_every == 0:
@@ -116,10 +103,10 @@ class Reflection:
     def _review(self, iteration: int, groups, decode, m: dict[str, float]) -> None:
         s, book = self.s, self.book
         active = book.active()
-        messages, shown = review_messages(groups, active, s.style, decode,
-                                          per_group=s.per_group, threshold=s.threshold)
+        messages, shown = review_messages(groups, active, self.style, decode,
+                                          per_group=s.per_group, threshold=SUCCESS)
         reply = self.backend.chat(messages, max_tokens=s.reply_tokens, temperature=s.temperature)
-        edits, why = parse_edits(reply.text or "", s.style, shown.task_keys) if reply.ok else (
+        edits, why = parse_edits(reply.text or "", self.style, shown.task_keys) if reply.ok else (
             [], reply.reason)
         review_id = book.record_review(
             iteration=iteration, backend=self.backend.describe(), messages=messages,
@@ -141,7 +128,7 @@ class Reflection:
                 m["lessons/rejected"] += 1
                 continue
             problem = ""
-            if edit.text and copies_training_text(edit.text, shown.texts, s.copy_chars):
+            if edit.text and copies_training_text(edit.text, shown.texts):
                 problem = "copies training text verbatim"
             elif not book.would_fit(edit):
                 problem = "over budget"

@@ -17,7 +17,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Literal
 
-from clicker.core.context import review_prompt
+from clicker.core.context import review_prompt, without_context
 from clicker.core.types import Episode
 from clicker.lessons.records import Edit, Lesson
 
@@ -60,13 +60,6 @@ def mixed_groups(episodes: Sequence[Episode], threshold: float = 0.5) -> list[li
             if any(e.reward >= threshold for e in g) and any(e.reward < threshold for e in g)]
 
 
-def _transcript(e: Episode, decode) -> str:
-    """The episode as the policy saw it, without our own context block (lessons)."""
-    text = decode(e.tokens)
-    block = e.meta.get("context", "")
-    return text[len(block):] if block and text.startswith(block) else text
-
-
 def review_messages(groups: Sequence[Sequence[Episode]], lessons: Sequence[Lesson], style: Style,
                     decode, *, per_group: int = 2, threshold: float = 0.5,
                     ) -> tuple[list[dict[str, str]], Shown]:
@@ -79,7 +72,7 @@ def review_messages(groups: Sequence[Sequence[Episode]], lessons: Sequence[Lesso
         shown += wins + fails
     if style == "compact":  # a small model reads a short review: one group, 2 + 2 at most
         shown = shown[:2 * per_group]
-    texts = [_transcript(e, decode).strip() for e in shown]
+    texts = [without_context(decode(e.tokens), e.meta.get("context", "")).strip() for e in shown]
     feedback = [e.feedback for e in shown if e.feedback]  # shown too: a lesson must not copy it
     info = Shown(tuple(shown), tuple(sorted({task_key(e) for e in shown})),
                  tuple(texts + feedback))

@@ -24,7 +24,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Self
 
-from clicker.core.context import context_block
+from clicker.core.context import lesson_block
 from clicker.lessons.records import BookError, Edit, EditRecord, Lesson, ReviewRecord
 from clicker.lessons.transfer import export_book, import_book, scrub
 
@@ -376,8 +376,7 @@ class LessonBook:
         Lessons written from any task in `exclude_tasks` are left out, so a task never reads
         lessons distilled from its own episodes."""
         skip = set(exclude_tasks)
-        return "".join(context_block("lesson", x.text) for x in self.active()
-                       if not skip.intersection(x.source_tasks))
+        return lesson_block([x.text for x in self.active() if not skip.intersection(x.source_tasks)])
 
     def check(self) -> list[str]:
         """Problems found by SQLite's integrity and foreign-key checks; [] when sound."""

@@ -96,7 +96,7 @@ def open_lessons(cfg: Config, run_dir: Path, policy: Policy, world: World):
     if not lc.enabled:
         return None, None
     from clicker.lessons.backends import HTTPChat, LocalHFChat, PolicyChat
-    from clicker.lessons.reflect import VALIDATION_OFFSET, Reflection, ReflectSettings
+    from clicker.lessons.reflect import VALIDATION_OFFSET, Reflection
     from clicker.lessons.store import LessonBook
 
     book = LessonBook(lc.book or run_dir / "lessons.db", token_budget=lc.token_budget,
@@ -110,19 +110,12 @@ def open_lessons(cfg: Config, run_dir: Path, policy: Policy, world: World):
         backend = LocalHFChat(lc.reviewer_model, device=cfg.model.device, seed=cfg.train.seed)
     else:
         backend = PolicyChat(policy, seed=cfg.train.seed)
-    style = lc.style if lc.style != "auto" else ("compact" if lc.reviewer == "policy" else "chat")
-
     def score(context):  # greedy validation reward on train problems training never samples
         r = evaluate(policy, world, lc.gate_problems, seed=cfg.train.seed, split="train",
                      offset=VALIDATION_OFFSET, context=context, max_turns=cfg.rollout.max_turns)
         return r.reward, r.world_tokens
 
-    settings = ReflectSettings(
-        style=style, max_groups=lc.max_groups, per_group=lc.per_group, max_edits=lc.max_edits,
-        reply_tokens=lc.reply_tokens, temperature=lc.temperature, gate_margin=lc.gate_margin,
-        decay=lc.decay, revalidate_every=lc.revalidate_every, dedup=lc.dedup,
-        dedup_threshold=lc.dedup_threshold)
-    return book, Reflection(book, backend, score, settings)
+    return book, Reflection(book, backend, score, lc)
 
 
 def default_run_dir(cfg: Config) -> Path:
@@ -210,7 +203,7 @@ def train(cfg: Config, run_dir: Path | None = None, *, resume: bool = False) -> 
         return r.success
 
     tc = cfg.train
-    first_eval = held_out() if (start == 0 and tc.eval_every) else None
+    first_eval = held_out(lessons) if (start == 0 and tc.eval_every) else None
     progress = TrainProgress(tc.iterations, start, enabled=tc.progress)
     if first_eval is not None:
         log.log(-1, {"world/tokens": 0, "eval/success": first_eval})
@@ -265,9 +258,10 @@ def train(cfg: Config, run_dir: Path | None = None, *, resume: bool = False) -> 
             if tc.eval_every and ((it + 1) % tc.eval_every == 0 or it + 1 == tc.iterations
                                   or spent):  # the last iteration always has a held-out point
                 last_eval = m["eval/success"] = held_out(lessons)
-                if book is not None:  # the same policy without the book, and with it
-                    m["eval/success_no_lessons"] = held_out() if lessons else last_eval
-                    m["eval/success_with_lessons"] = held_out(ctx.lessons)
+                if book is not None:  # the same policy with the book and without it
+                    other = held_out(None if lessons else ctx.lessons)
+                    m["eval/success_with_lessons"] = last_eval if lessons else other
+                    m["eval/success_no_lessons"] = other if lessons else last_eval
             log.log(it, m)
             progress.update(it + 1, train=m["rollout/success"], held_out=last_eval,
                             world_tokens=world_tokens)
@@ -278,6 +272,8 @@ def train(cfg: Config, run_dir: Path | None = None, *, resume: bool = False) -> 
     finally:
         progress.close()
         log.close()
+        if book is not None:
+            book.close()
     if done >= start:
         checkpoint(done)
     write_reports(run_dir, credit.report())
