@@ -92,3 +92,47 @@ def _load(path):
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     return AutoModelForCausalLM.from_pretrained(path).eval(), AutoTokenizer.from_pretrained(path)
+
+
+def test_keydoor_context_texts_show_the_way_or_something_else():
+    """recipe keydoor_context: a helpful block (a successful run in this layout, or its shortest
+    action sequence) is followed by a near-expert run of the same layout; an irrelevant one (a
+    run in another layout, another layout's answer, a lesson that does not apply) by the usual
+    noisy run. Every text fits the model's context."""
+    import random
+
+    from clicker.core.context import LABELS
+    from clicker.tasks import make_world
+
+    w = make_world("keydoor", rooms=3)
+    rng = random.Random(0)
+    kinds = {"helpful": 0, "irrelevant": 0}
+    for i in range(200):
+        text = tiny._turns_context_text(w, i, rng)
+        assert len(text) < tiny.TinySpec().max_positions
+        label, rest = text.split(": ", 1)
+        assert label in LABELS.values()
+        prompt = w.make("train", i).reset()
+        if label == "Answer":
+            block, run = rest.split("\n", 1)
+            mine = block == w.reference("train", i)
+        elif label == "Solution":
+            # the block is a whole transcript ending with its last action; the run follows
+            start = rest.index(prompt, 1) if rest.startswith(prompt) else rest.index(prompt)
+            block, run = rest[:start], rest[start:]
+            mine = block.startswith(prompt)
+            assert block.endswith("\n")
+        else:
+            block, run = rest.split("\n", 1)
+            mine = False
+        assert run.startswith(prompt)
+        kinds["helpful" if mine else "irrelevant"] += 1
+        if mine:  # the run that follows a helpful block reaches the goal, near-optimally
+            env = w.make("train", i)
+            env.reset()
+            actions = [line[2:] for line in run.split("\n") if line.startswith("> ")][:-1]
+            actions.append(run.rsplit("> ", 1)[1].strip())
+            rewards = [env.step(a + "\n").reward for a in actions]
+            assert rewards[-1] == 1.0
+            assert len(actions) <= len(w.optimal_actions("train", i)) + 6
+    assert 70 < kinds["helpful"] < 130, kinds

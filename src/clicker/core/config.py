@@ -25,9 +25,10 @@ class _Section(BaseModel):
 class ModelConfig(_Section):
     path: str | None = Field(None, description="local HF model directory; None = built-in tiny")
     tiny_seed: int = Field(0, description="seed of the built-in tiny model (when path is None)")
-    tiny_recipe: Literal["default", "arith", "context"] = Field(
+    tiny_recipe: Literal["default", "arith", "context", "arith_context", "keydoor_context"] = Field(
         "default", description="built-in tiny model recipe (when path is None); arith: 2- and "
-        "3-digit addition only"
+        "3-digit addition only; context: reads blocks (solutions, feedback, lessons) before a "
+        "task; arith_context, keydoor_context: the same for 3-digit sums and keydoor runs"
     )
     device: str = Field("auto", description="auto | cpu | cuda | cuda:N")
     dtype: Literal["auto", "float32", "bfloat16", "float16"] = Field(

@@ -124,6 +124,33 @@ TASKS: dict[str, dict[str, Any]] = {
         },
         "budget": 200_000, "target": 0.45,
     },
+    # the benchmark of record's worlds on models that read context blocks (issue 6): keydoor_long
+    # on `keydoor_context` (it starts at 0.84 sampled success where the default model starts at
+    # 0.16: its warm start saw 3x more keydoor runs, so the target is near the ceiling)
+    "keydoor_long_ctx": {
+        "overrides": {
+            "task.name": "keydoor", "task.args": {"rooms": 3, "max_turns": 20},
+            "model.tiny_recipe": "keydoor_context",
+            "rollout.prompts": 4, "rollout.group_size": 8, "update.lr": 5e-5,
+            "update.aggregation": "sequence",
+            # a keydoor failure's feedback is its last step ("no exit n; out of turns"): the
+            # warm start taught only runs and answers as blocks, so the teacher reads siblings
+            "credit.distill.context": ["sibling"],
+            "train.eval_temperature": 1.0, "train.eval_problems": 128, "train.eval_every": 2,
+        },
+        "budget": 200_000, "target": 0.95,
+    },
+    # 3-digit sums on `arith_context`: it starts at 0.02 greedy (arith: 0.19), since half its
+    # warm-start texts carry a block and the habit after an irrelevant one
+    "addition3_ctx": {
+        "overrides": {
+            "task.name": "addition", "task.args": {"digits": 3},
+            "model.tiny_recipe": "arith_context",
+            "rollout.prompts": 16, "rollout.group_size": 8, "update.lr": 3e-5,
+            "train.eval_temperature": 0.0, "train.eval_problems": 256, "train.eval_every": 4,
+        },
+        "budget": 100_000, "target": 0.1,
+    },
     "addition2": {
         "overrides": {
             "task.name": "addition", "task.args": {"digits": 2},

@@ -13,7 +13,12 @@ normal Hugging Face model directory (`AutoModelForCausalLM.from_pretrained` load
 Recipes: `default` is the mixture above. `arith` trains longer on 2- and 3-digit addition only:
 the default model's 1,000 steps over five worlds leave it at 0/512 on 3-digit sums (forward-order
 carries need more training than a 0.9M model gets there), so no RL method can start on
-`addition --digits 3` from it. `model.tiny_recipe=arith` selects it.
+`addition --digits 3` from it. `model.tiny_recipe=arith` selects it. `context` puts blocks
+(a solution, the verifier's feedback, the answer, a lesson; half of them irrelevant) before
+single-turn tasks, so the model reads privileged context as a pretrained LLM does: what
+self-distillation's teacher and the lessons book rely on. `arith_context` and
+`keydoor_context` do the same for 3-digit sums and for keydoor runs (a block there is a
+successful run in the same layout, or its shortest action sequence).
 
 Command: `clicker init-model [--seed N] [--recipe NAME] [--force]`.
 """
@@ -54,6 +59,7 @@ class TinySpec:
     warmup_steps: int = 50
     context: float = 0.0  # share of single-turn texts that carry a context block (recipe context)
     review: float = 0.0  # share of batches of review texts (attempts + feedback -> a lesson)
+    context_turns: bool = False  # multi-turn worlds get context blocks too (a sibling's run)
     # (task name, kwargs, sampling weight) of the warm-start mixture
     mixture: tuple = (
         ("addition", {"digits": 2}, 6.0),
@@ -75,6 +81,14 @@ RECIPES: dict[str, TinySpec] = {
     "context": TinySpec(steps=3000, context=0.5, review=0.05, mixture=(
         ("addition", {"digits": 2}, 6.0), ("letters", {}, 3.0), ("keydoor", {"rooms": 2}, 0.5),
         ("keydoor", {"rooms": 3}, 1.0))),
+    # the benchmark of record's worlds with context blocks (issue 6: self-distillation needs a
+    # teacher that reads them): 3-digit sums as `arith`, and keydoor, where a block is a
+    # successful run in the same layout or its shortest action sequence
+    "arith_context": TinySpec(steps=4000, context=0.5, mixture=(
+        ("addition", {"digits": 2}, 1.0), ("addition", {"digits": 3}, 3.0))),
+    "keydoor_context": TinySpec(steps=3000, context=0.5, context_turns=True, mixture=(
+        ("addition", {"digits": 2}, 3.0), ("letters", {}, 1.0), ("keydoor", {"rooms": 2}, 1.0),
+        ("keydoor", {"rooms": 3}, 2.0))),
 }
 
 # Lessons the `context` recipe teaches the model to follow (a helpful lesson before a task
@@ -172,6 +186,44 @@ def _context_text(world, index: int, rng: random.Random) -> str:
     return "".join(blocks) + rng.choice(irrelevant)() + plain
 
 
+def _keydoor_run(world, index: int, rng: random.Random, eps: float) -> tuple[str, float]:
+    """A transcript of an expert that acts randomly with probability eps, and its return."""
+    from clicker.tasks.keydoor import ACTIONS
+
+    env = world.make("train", index)
+    text, ret = env.reset(), 0.0
+    while not env.done:
+        a = rng.choice(ACTIONS) if rng.random() < eps else env.expert_action()
+        step = env.step(a + "\n")
+        text, ret = text + a + "\n" + step.observation, ret + step.reward
+    return text, ret
+
+
+def _turns_context_text(world, index: int, rng: random.Random) -> str:
+    """A keydoor run with a context block before it: half the time a block that shows the way
+    in this very layout (a successful run, as a sibling's transcript is shown to the distill
+    teacher, or the shortest action sequence, as the reference is), followed by a near-expert
+    run; otherwise a block about another layout or a lesson that does not apply, followed by
+    the usual noisy warm-up run."""
+    other = index + rng.randrange(1, 1_000_000)
+
+    def solution(i: int) -> str:
+        for _ in range(8):
+            text, ret = _keydoor_run(world, i, rng, eps=0.3)
+            if ret > 0:
+                return context_block("solution", text)
+        return context_block("solution", _keydoor_run(world, i, rng, eps=0.0)[0])
+
+    helpful = [lambda: solution(index),
+               lambda: context_block("reference", world.reference("train", index))]
+    irrelevant = [lambda: solution(other),
+                  lambda: context_block("reference", world.reference("train", other)),
+                  lambda: context_block("lesson", rng.choice(DISTRACTORS))]
+    if rng.random() < 0.5:
+        return rng.choice(helpful)() + _keydoor_run(world, index, rng, eps=0.1)[0]
+    return rng.choice(irrelevant)() + world.warmup_text(index, rng)
+
+
 def _review_text(world, index: int, rng: random.Random) -> str:
     """A review of a few attempts at a task (transcript and feedback) ending in one of the
     task's lessons: so the tiny model can act as a reviewer, as a real LLM can."""
@@ -205,8 +257,10 @@ def _warmup_batches(spec: TinySpec, rng: random.Random):
             counter += 1
             if review:
                 texts.append(_review_text(world, counter, rng))
-            elif spec.context > 0 and world.max_turns == 1 and rng.random() < spec.context:
-                texts.append(_context_text(world, counter, rng))
+            elif (spec.context > 0 and (world.max_turns == 1 or spec.context_turns)
+                  and rng.random() < spec.context):
+                texts.append(_context_text(world, counter, rng) if world.max_turns == 1
+                             else _turns_context_text(world, counter, rng))
             else:
                 texts.append(_clean_text(world, counter, rng) if clean
                              else world.warmup_text(counter, rng))
