@@ -8,6 +8,9 @@ sampler shares. Every token exchanged with the real env (prompt, actions, observ
 counted as a world token.
 
 Single-turn tasks are Worlds with max_turns=1 (`SingleTurnWorld`), so one runner serves both.
+A world with `imagined = True` (`clicker.dream.DreamWorld`) gives imagined episodes: no world
+tokens, `meta["imagined_tokens"]` instead; a world with `step_many(envs, actions)` is stepped once
+per turn for the whole batch (one batched world-model call) instead of env by env.
 The turn loop (`play`) works on any list of live states, so Monte-Carlo continuations
 (`clicker.rollout.continuation`) reuse it from replayed mid-episode states.
 """
@@ -16,13 +19,18 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from functools import partial
+from typing import TYPE_CHECKING
 
 import torch
 
 from clicker.core.types import Episode, Turn
 from clicker.models.policy import Policy
-from clicker.rollout.sampler import Sampler
+from clicker.rollout.sampler import Sampler, Samples
 from clicker.tasks.base import Env, Split, World
+
+if TYPE_CHECKING:
+    from clicker.dream.planner import Planner
 
 
 @dataclass
@@ -45,8 +53,15 @@ class LiveEpisode:
     prefix: int = 0
     meta: dict = field(default_factory=dict)
     context_tokens: int = 0  # leading tokens of our own context (lessons), not the env's
+    imagined: bool = False  # stepped in a world model (a DreamWorld), not the real env
 
     def freeze(self, split: str) -> Episode:
+        # every token here but our own leading context came from or went to the env
+        exchanged = len(self.tokens) - self.context_tokens
+        meta = {"index": self.index, "split": split, **self.meta}
+        if self.imagined:  # the env was a world model: imagined tokens, not world tokens
+            meta["imagined_tokens"] = exchanged
+            meta["dream_confidence"] = self.env.min_confidence  # type: ignore[attr-defined]
         return Episode(
             tokens=self.tokens,
             action_mask=self.action_mask,
@@ -55,10 +70,10 @@ class LiveEpisode:
             prompt=self.prompt,
             reference=self.reference,
             group=self.group,
-            # every token here but our own leading context came from or went to the real env
-            world_tokens=len(self.tokens) - self.context_tokens,
+            world_tokens=0 if self.imagined else exchanged,
+            imagined=self.imagined,
             truncated=self.truncated,
-            meta={"index": self.index, "split": split, **self.meta},
+            meta=meta,
         )
 
 
@@ -82,11 +97,14 @@ def run_episodes(
     sampler: Sampler | None = None,
     group_offset: int = 0,
     context: Callable[[Split, int], str] | None = None,
+    planner: Planner | None = None,
 ) -> list[Episode]:
     """Roll out G episodes for each problem index; episodes of index k share group id k+offset.
 
     `context(split, index)`: text placed before that problem's prompt (the lessons book). Its
-    tokens are the policy's input but not world tokens: the env never saw them.
+    tokens are the policy's input but not world tokens: the env never saw them. `planner`:
+    dream-testing (`clicker.dream.planner.Planner`) picks each action among candidates tried in
+    a dream.
     """
     G = settings.group_size
     live: list[LiveEpisode] = []
@@ -107,7 +125,8 @@ def run_episodes(
                             [0.0] * len(ids), prompt, reference, meta=meta,
                             context_tokens=len(encoded[block]))
             )
-    play(policy, world, live, settings, generator, sampler, share=G)
+    play(policy, world, live, settings, generator, sampler, share=G,
+         planner=partial(planner, split) if planner is not None else None)
     return [e.freeze(split) for e in live]
 
 
@@ -119,6 +138,7 @@ def play(
     generator: torch.Generator | None = None,
     sampler: Sampler | None = None,
     share: int = 1,
+    planner: Callable[..., Samples] | None = None,
 ) -> None:
     """Advance every live state turn by turn, in place, until the env is done or the state has
     `settings.max_turns or world.max_turns` turns (counting turns it already had); a state still
@@ -128,6 +148,9 @@ def play(
     On the first round, consecutive runs of `share` states must hold identical tokens: each run's
     prompt is prefilled once and sampled `share` times (a group's G episodes, or the k
     continuations of one cut).
+
+    `planner(states, samples, budgets, settings, generator)`, if given, may replace each state's
+    sampled action by another candidate before it is sent (dream-testing).
     """
     sampler = sampler or Sampler(policy.model, policy.tokenizer)
     max_turns = settings.max_turns or world.max_turns
@@ -138,6 +161,10 @@ def play(
     max_new = settings.max_action_tokens or world.max_action_tokens
     limit = policy.max_length
     long_stop = any(len(s) > 1 for s in world.stop)
+    step_many = getattr(world, "step_many", None)  # a batch-stepped world (a world model)
+    if getattr(world, "imagined", False):  # run_episodes' states and replayed ones alike
+        for e in live:
+            e.imagined = True
     first = True
     while True:
         active = []
@@ -174,6 +201,9 @@ def play(
                 [e.tokens for e in active], rows=[row_of[id(e)] for e in active], **kw
             )
         first = False
+        if planner is not None:
+            samples = planner(active, samples, budgets, settings, generator)
+        spans, actions = [], []
         for e, budget, toks, lps in zip(active, budgets, samples.tokens, samples.logprobs):
             toks, lps = toks[:budget], lps[:budget]
             if e.prefix and long_stop:
@@ -184,8 +214,13 @@ def play(
             e.action_mask.extend([True] * len(toks))
             e.logprobs.extend(lps)
             end, e.prefix = len(e.tokens), 0
-            action = policy.decode(e.tokens[start:end])
-            step = e.env.step(action)
+            spans.append((start, end))
+            actions.append(policy.decode(e.tokens[start:end]))
+        if step_many is not None:
+            steps = step_many([e.env for e in active], actions)
+        else:
+            steps = [e.env.step(a) for e, a in zip(active, actions)]
+        for e, (start, end), action, step in zip(active, spans, actions, steps):
             obs_ids = policy.encode(step.observation) if not step.done else []
             e.tokens.extend(obs_ids)
             e.action_mask.extend([False] * len(obs_ids))

@@ -1,0 +1,436 @@
+"""`world_model`: a causal LM that learns the environment's side of the conversation (issue 7).
+
+Real interaction is scarce: every world token costs. A world model trained online on real
+episode transcripts predicts what the env would answer to an action, so the policy can roll out
+in imagination (`clicker.dream.world.DreamWorld`: imagined episodes, world_tokens 0), as in Dyna
+(Sutton 1991) and the learned world models of Dreamer (Hafner et al. 2020); here the model is a
+language model and its "latent state" is the transcript itself.
+
+One transition is text. The *history* is the episode's own token ids up to the end of an action
+(what the policy saw plus its action); the *reply* is `[r=<reward>]` or `[r=<reward> end]`, the
+observation text, then the tokenizer's EOS token. Reward and done come first, so that the greedy
+reply commits to them before it writes the observation, and one next-token loss trains all
+three. The model starts as a copy of the policy's LM, which knows the text of the world. (The
+tiny model knows less than one might hope: continuing keydoor transcripts greedily, it gets
+~10% of observations exactly right; after 250 steps of 16 transitions the world model gets
+~60% of held-out ones; `tests/test_dream_world_model.py`.)
+
+Training packs an episode: all its transitions share one forward pass over the transcript, and
+each reply reads that pass's KV cache up to its own history (`_reply_nll`), so an episode of n
+turns costs about one transcript instead of n (keydoor rooms=2: 2.6x less forward time at the
+same loss and gradient).
+
+Departures and choices:
+- Uncertainty is the model's own probability of its greedy reply (exp of the summed log-probs of
+  the reply tokens, EOS included), not an ensemble: cheap, but a confident wrong reply stays
+  hidden (compare `dream/wm/confidence` with `dream/wm/obs_exact`).
+- Histories drop the episode's own leading context (a lessons block): the env never saw it, and
+  a DreamEnv, which builds histories from prompt, actions and observations, does not have it.
+- An episode's last turn is not learned when the episode was truncated or used the runner's
+  whole turn limit: the env may have ended it for the limit, which a DreamWorld enforces itself,
+  so the model must not learn to guess it.
+- The replay buffer is kept in `state_dict` (token ids as plain lists, small for short
+  transcripts) so a resumed run trains on the same data.
+
+Evaluation is held out by construction: `observe` scores the new real transitions before it
+trains on them.
+"""
+
+from __future__ import annotations
+
+import copy
+import inspect
+import math
+import random
+import re
+from collections import deque
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+import torch
+from transformers import DynamicCache
+
+from clicker.core.types import Episode
+from clicker.rollout.sampler import Sampler
+from clicker.tasks.base import Split
+
+_HEADER = re.compile(r"\[r=([^\]\s]+)( end)?\]")
+
+
+def format_reply(reward: float, done: bool, observation: str) -> str:
+    """The reply text the world model learns to write (EOS follows it as a token).
+
+    The reward is written with `:g`, so it keeps 6 significant digits."""
+    return f"[r={reward:g}{' end' if done else ''}]{observation}"
+
+
+def parse_reply(text: str) -> tuple[float, bool, str] | None:
+    """(reward, done, observation) from a reply's text, or None when it is malformed (no header
+    at the start, or a reward that is not a finite number)."""
+    m = _HEADER.match(text)
+    if m is None:
+        return None
+    try:
+        reward = float(m.group(1))
+    except ValueError:
+        return None
+    if not math.isfinite(reward):
+        return None
+    return reward, m.group(2) is not None, text[m.end():]
+
+
+@dataclass(frozen=True)
+class Transition:
+    """One real step: the history the env answered and what it answered."""
+
+    history: tuple[int, ...]  # episode tokens (without leading context) up to the action's end
+    reward: float
+    done: bool
+    observation: str
+
+
+def transitions(episodes: Sequence[Episode], max_turns: int, max_history: int) -> list[Transition]:
+    """One transition per turn of each real episode, in order.
+
+    Imagined episodes are skipped (a model must not learn from its own dreams). The last turn of
+    an episode that is truncated or has `max_turns` turns is skipped (the env may have ended it
+    for the turn limit). Histories longer than `max_history` tokens are skipped.
+    """
+    return [t for e in episodes for t in episode_transitions(e, max_turns, max_history)]
+
+
+def episode_transitions(e: Episode, max_turns: int, max_history: int) -> list[Transition]:
+    """`transitions` of one episode (each history is a prefix of the next)."""
+    if e.imagined:
+        return []
+    ctx = max(0, len(e.tokens) - e.world_tokens)  # leading context: the env never saw it
+    turns = e.turns
+    if turns and (e.truncated or len(turns) >= max_turns):
+        turns = turns[:-1]
+    out = []
+    for i, turn in enumerate(turns):
+        end = turn.action_span[1]
+        if end - ctx > max_history:
+            break
+        done = i == len(e.turns) - 1  # the env ended the episode after its last turn
+        out.append(Transition(tuple(e.tokens[ctx:end]), float(turn.reward), done,
+                              turn.observation))
+    return out
+
+
+def _prefix_groups(histories: Sequence[tuple[int, ...]], rows: int
+                   ) -> list[list[tuple[tuple[int, ...], list[int]]]]:
+    """Forward chunks of at most `rows` histories: each chunk is a list of (root, indices) where
+    every indexed history is a prefix of root, the longest of them (greedy, longest first)."""
+    order = sorted(range(len(histories)), key=lambda i: -len(histories[i]))
+    groups: list[tuple[tuple[int, ...], list[int]]] = []
+    for i in order:
+        h = histories[i]
+        for root, members in groups:
+            if len(members) < rows and root[len(h) - 1] == h[-1] and root[:len(h)] == h:
+                members.append(i)
+                break
+        else:
+            groups.append((h, [i]))
+    chunks: list[list[tuple[tuple[int, ...], list[int]]]] = [[]]
+    n = 0
+    for g in groups:
+        if chunks[-1] and n + len(g[1]) > rows:
+            chunks.append([])
+            n = 0
+        chunks[-1].append(g)
+        n += len(g[1])
+    return chunks
+
+
+@dataclass(frozen=True)
+class Prediction:
+    """A world model's answer to one action. ok False: the reply was malformed (then done,
+    reward 0, confidence 0: a dream ends where the model cannot say what happens)."""
+
+    observation: str
+    reward: float
+    done: bool
+    confidence: float  # the model's probability of this reply (1 for an exact oracle)
+    ok: bool = True
+
+
+FAILED = Prediction("", 0.0, True, 0.0, False)
+
+
+@dataclass(frozen=True)
+class DreamRequest:
+    """What a predictor gets for one action: the learned model reads `history` (token ids of
+    prompt, actions and observations so far, this action last); an exact oracle replays
+    `actions` in a fresh real env at (split, index)."""
+
+    history: list[int]
+    split: Split
+    index: int
+    actions: tuple[str, ...]
+
+
+class Predictor(Protocol):
+    """Anything that answers actions in place of the env: a WorldModel, an OracleModel."""
+
+    def predict(self, requests: list[DreamRequest]) -> list[Prediction]: ...
+
+
+@dataclass(frozen=True)
+class WorldModelConfig:
+    """How the world model trains.
+
+    lr 5e-4: measured on keydoor (rooms=2) with the tiny model, batch 16: at 1e-4 the reply
+    header is learned but held-out exact match was 8% after 40 steps (27% at 1e-3); 2e-3 and
+    3e-3 were no faster and noisier; 5e-4 was the steadiest (65-68% after 250 steps, two seeds).
+    A large pretrained LM will want less."""
+
+    lr: float = 5e-4  # AdamW learning rate
+    weight_decay: float = 0.0  # AdamW weight decay
+    steps: int = 32  # minibatch steps per observe(); 0: `epochs` passes over the buffer instead
+    epochs: int = 1  # passes over the buffer per observe() when steps == 0
+    batch_size: int = 16  # transitions per optimizer step (whole episodes: may run over a little)
+    micro_batch: int = 32  # transitions per forward pass (gradient accumulation above it)
+    buffer: int = 2048  # transitions kept (FIFO replay buffer of real transitions)
+    max_reply_tokens: int = 64  # reply budget: generation cap, and history room kept for it
+    eval_max: int = 64  # new transitions scored per observe() (a random subsample; 0: none)
+    grad_clip: float = 1.0  # max gradient norm
+    seed: int = 0  # replay sampling and evaluation subsample
+
+    def __post_init__(self) -> None:
+        for name in ("batch_size", "micro_batch", "buffer", "max_reply_tokens", "epochs"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"WorldModelConfig.{name} must be >= 1, got {getattr(self, name)}")
+        if self.steps < 0 or self.eval_max < 0:
+            raise ValueError("WorldModelConfig.steps and eval_max must be >= 0")
+        if self.lr <= 0:
+            raise ValueError(f"WorldModelConfig.lr must be > 0, got {self.lr}")
+
+
+class WorldModel:
+    """A causal LM trained online to write the env's reply to each action (see the module doc).
+
+    `max_turns`: the runner's turn limit, to skip last turns the limit may have ended.
+    """
+
+    def __init__(self, model: Any, tokenizer: Any, cfg: WorldModelConfig, *, max_turns: int):
+        self.model, self.tokenizer, self.cfg, self.max_turns = model, tokenizer, cfg, max_turns
+        self.eos_id: int = tokenizer.eos_token_id
+        pad = tokenizer.pad_token_id
+        self.pad_id: int = pad if pad is not None else self.eos_id
+        self.max_length = int(getattr(model.config, "max_position_embeddings", 2048))
+        self.optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.lr,
+                                           weight_decay=cfg.weight_decay, betas=(0.9, 0.99))
+        # real transitions, grouped by episode (the unit of a minibatch); cfg.buffer caps the
+        # number of transitions, dropping the oldest episodes first
+        self.buffer: deque[tuple[Transition, ...]] = deque()
+        self.size = 0
+        self.rng = random.Random(cfg.seed)
+        self.updates = 0
+        self.sampler = Sampler(model, tokenizer, eos_id=self.eos_id, pad_id=self.pad_id)
+        params = inspect.signature(model.forward).parameters
+        self._one_logit = {"logits_to_keep": 1} if "logits_to_keep" in params else {}
+        self._cache_kw = "cache" if "cache" in params else "past_key_values"
+
+    @classmethod
+    def from_policy(cls, policy: Any, cfg: WorldModelConfig | None = None, *,
+                    max_turns: int) -> WorldModel:
+        """A float32 deep copy of the policy's LM (its own weights from here on) and its
+        tokenizer."""
+        model = copy.deepcopy(policy.model).float()
+        model.requires_grad_(True)
+        return cls(model, policy.tokenizer, cfg or WorldModelConfig(), max_turns=max_turns)
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.model.parameters()).device
+
+    @property
+    def max_history(self) -> int:
+        return self.max_length - self.cfg.max_reply_tokens
+
+    def reply_ids(self, t: Transition) -> list[int]:
+        text = format_reply(t.reward, t.done, t.observation)
+        return self.tokenizer.encode(text, add_special_tokens=False) + [self.eos_id]
+
+    # ---- prediction ------------------------------------------------------------------------
+
+    def predict(self, requests: list[DreamRequest]) -> list[Prediction]:
+        """Predictor: greedy replies to each request's history, in one batched generation."""
+        return self.predict_histories([r.history for r in requests])
+
+    def predict_histories(self, histories: list[list[int]]) -> list[Prediction]:
+        """Greedy reply to each history (one batched generation). A history with no room left
+        for the reply budget, a reply that never ends (no EOS within max_reply_tokens) or one
+        that does not parse gives FAILED."""
+        out = [FAILED] * len(histories)
+        rows = [i for i, h in enumerate(histories) if 0 < len(h) <= self.max_history]
+        if not rows:
+            return out
+        self.model.eval()
+        samples = self.sampler.sample([list(histories[i]) for i in rows],
+                                      max_new_tokens=self.cfg.max_reply_tokens, temperature=0.0)
+        for i, toks, lps, fin in zip(rows, samples.tokens, samples.logprobs, samples.finished):
+            if not fin:
+                continue
+            parsed = parse_reply(self.tokenizer.decode(toks[:-1], skip_special_tokens=True))
+            if parsed is None:
+                continue
+            reward, done, obs = parsed
+            out[i] = Prediction(obs, reward, done, math.exp(sum(lps)), True)
+        return out
+
+    # ---- learning --------------------------------------------------------------------------
+
+    def observe(self, episodes: Sequence[Episode]) -> dict[str, float]:
+        """Score the model on the episodes' new real transitions (held out: not trained on yet),
+        add them to the buffer, then train. Returns `dream/wm/*` metrics (empty when there was
+        nothing to learn from)."""
+        groups = [episode_transitions(e, self.max_turns, self.max_history) for e in episodes]
+        groups = [g for g in groups if g]
+        new = [t for g in groups for t in g]
+        if len(new) > self.cfg.eval_max:  # a bounded random subsample keeps scoring cheap
+            new = self.rng.sample(new, self.cfg.eval_max)
+        metrics = self.evaluate(new) if new else {}
+        for g in groups:
+            self.add(g)
+        if self.buffer:
+            metrics["dream/wm/loss"] = self.fit()
+            metrics["dream/wm/buffer"] = float(self.size)
+        return metrics
+
+    def add(self, episode: Sequence[Transition]) -> None:
+        """Put one episode's transitions in the buffer, dropping the oldest episodes while it
+        holds more than cfg.buffer transitions."""
+        self.buffer.append(tuple(episode))
+        self.size += len(episode)
+        while self.size > self.cfg.buffer and len(self.buffer) > 1:
+            self.size -= len(self.buffer.popleft())
+
+    def evaluate(self, data: Sequence[Transition]) -> dict[str, float]:
+        """Greedy predictions against the real replies of `data` (`dream/wm/*` metrics)."""
+        if not data:
+            return {}
+        preds = self.predict_histories([list(t.history) for t in data])
+        n = len(data)
+        return {
+            "dream/wm/obs_exact": sum(p.ok and p.observation == t.observation
+                                      for p, t in zip(preds, data)) / n,
+            "dream/wm/reward_mae": sum(abs(p.reward - t.reward) for p, t in zip(preds, data)) / n,
+            "dream/wm/done_acc": sum(p.done == t.done for p, t in zip(preds, data)) / n,
+            "dream/wm/parse_fail": sum(not p.ok for p in preds) / n,
+            "dream/wm/reward_calibration": (sum(p.reward for p in preds)
+                                            - sum(t.reward for t in data)) / n,
+            "dream/wm/confidence": sum(p.confidence for p in preds) / n,
+        }
+
+    def fit(self) -> float:
+        """Train on the buffer: cfg.steps minibatches of whole episodes drawn at random, or
+        cfg.epochs shuffled passes when steps is 0. A minibatch takes episodes until it holds
+        cfg.batch_size transitions (whole episodes, so their transitions share one forward of
+        the transcript; see `_reply_nll`). Returns the mean loss per reply token over the
+        steps."""
+        cfg, groups = self.cfg, list(self.buffer)
+        if not groups:
+            raise ValueError("the world model's buffer is empty: observe() real episodes first")
+        if cfg.steps:
+            order = [self.rng.randrange(len(groups)) for _ in range(cfg.steps * cfg.batch_size)]
+        else:
+            order = []
+            for _ in range(cfg.epochs):
+                idx = list(range(len(groups)))
+                self.rng.shuffle(idx)
+                order += idx
+        batches: list[list[Transition]] = [[]]
+        for i in order:
+            if len(batches[-1]) >= cfg.batch_size:
+                if cfg.steps and len(batches) == cfg.steps:
+                    break
+                batches.append([])
+            batches[-1].extend(groups[i])
+        losses = [self.train_step(b) for b in batches if b]
+        return sum(losses) / len(losses)
+
+    def train_step(self, batch: Sequence[Transition]) -> float:
+        """One AdamW step of cross-entropy on the reply tokens (header, observation, EOS) only;
+        the mean is over all reply tokens of the batch. Returns that mean."""
+        self.model.train()
+        replies = [self.reply_ids(t) for t in batch]
+        total = sum(len(r) for r in replies)
+        self.optimizer.zero_grad(set_to_none=True)
+        loss_sum = 0.0
+        for chunk in _prefix_groups([t.history for t in batch], self.cfg.micro_batch):
+            groups = [(list(root), [(len(batch[i].history), replies[i]) for i in members])
+                      for root, members in chunk]
+            loss = self._reply_nll(groups) / total
+            loss.backward()
+            loss_sum += float(loss.detach())
+        torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.cfg.grad_clip)
+        self.optimizer.step()
+        self.updates += 1
+        return loss_sum
+
+    def _reply_nll(self, groups: list[tuple[list[int], list[tuple[int, list[int]]]]]
+                   ) -> torch.Tensor:
+        """Summed NLL of replies given histories that are prefixes of a shared root.
+
+        groups: (root token ids, [(n, reply ids)]) where each history is root[:n]. Each root
+        runs through the model once (its KV cache kept with gradients, as in
+        `clicker.models.shared_prefix`); then every reply row reads the cache of its root up to
+        n - 1 and runs its history's last token and its reply but the last token (positions
+        n - 1 onwards), so its logits predict the reply. An episode's transitions cost one pass
+        over its transcript plus their replies instead of one pass per history: the same loss
+        and gradient as scoring each history + reply on its own.
+        """
+        dev, pad = self.device, self.pad_id
+        P = max(len(root) for root, _ in groups)
+        ids = torch.tensor([r + [pad] * (P - len(r)) for r, _ in groups], device=dev)
+        mask = torch.tensor([[1] * len(r) + [0] * (P - len(r)) for r, _ in groups], device=dev)
+        shared = DynamicCache(config=self.model.config)
+        self.model(input_ids=ids, attention_mask=mask, use_cache=True,
+                   **{self._cache_kw: shared}, **self._one_logit)
+        rows = [(g, n, reply) for g, (_, items) in enumerate(groups) for n, reply in items]
+        R = max(len(reply) for _, _, reply in rows)
+        inp = torch.tensor([[groups[g][0][n - 1]] + reply[:-1] + [pad] * (R - len(reply))
+                            for g, n, reply in rows], device=dev)
+        target = torch.tensor([reply + [pad] * (R - len(reply)) for _, _, reply in rows],
+                              device=dev)
+        on = torch.tensor([[1] * len(reply) + [0] * (R - len(reply)) for _, _, reply in rows],
+                          device=dev)
+        seen = torch.tensor([[1] * (n - 1) + [0] * (P - n + 1) for _, n, _ in rows], device=dev)
+        pos = torch.tensor([n - 1 for _, n, _ in rows], device=dev)[:, None] + torch.arange(
+            R, device=dev)
+        which = torch.tensor([g for g, _, _ in rows], device=dev)
+        cache = DynamicCache(config=self.model.config)
+        for i, layer in enumerate(shared.layers):  # each row's root, repeated (differentiably)
+            cache.update(layer.keys[which], layer.values[which], i)
+        logits = self.model(input_ids=inp, attention_mask=torch.cat([seen, on], 1),
+                            position_ids=pos, use_cache=True, **{self._cache_kw: cache}).logits
+        nll = torch.nn.functional.cross_entropy(logits.float().transpose(1, 2), target,
+                                                reduction="none")
+        return (nll * on).sum()
+
+    # ---- checkpoints -----------------------------------------------------------------------
+
+    def state_dict(self) -> dict:
+        """Model, optimizer, update count, RNG and the replay buffer (plain lists and numbers,
+        so `torch.load(weights_only=True)` reads it)."""
+        return {
+            "model": self.model.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "updates": self.updates,
+            "rng": self.rng.getstate(),
+            "buffer": [[(list(t.history), t.reward, t.done, t.observation) for t in g]
+                       for g in self.buffer],
+        }
+
+    def load_state_dict(self, state: dict) -> None:
+        self.model.load_state_dict(state["model"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.updates = state["updates"]
+        self.rng.setstate(state["rng"])
+        self.buffer.clear()
+        self.size = 0
+        for g in state["buffer"]:
+            self.add([Transition(tuple(h), r, d, o) for h, r, d, o in g])
