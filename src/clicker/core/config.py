@@ -310,6 +310,41 @@ class LessonsConfig(_Section):
         return self
 
 
+class DreamConfig(_Section):
+    """`dream`: a world model trained online on real transcripts lets the policy try actions in
+    imagination: dream-testing at decision points (`plan`) and imagined episodes in the training
+    batch (`dyna`). Imagined tokens are counted apart and never as world tokens."""
+
+    plan: bool = Field(False, description="dream-test candidate actions before acting for real")
+    dyna: bool = Field(False, description="imagined episodes join each training batch")
+    oracle: bool = Field(False, description="the real env answers the dreams (a perfect world "
+                         "model: an upper bound for measuring, not for training runs)")
+    wm_lr: float = Field(3e-4, gt=0, description="world model AdamW lr")
+    wm_epochs: int = Field(1, ge=1, description="world model passes over its buffer per iteration")
+    wm_steps: int = Field(16, ge=1, description="world model minibatch steps per iteration (cap)")
+    wm_batch: int = Field(32, ge=1, description="transitions per world model minibatch")
+    wm_buffer: int = Field(4096, ge=1, description="recent real transitions kept to train on")
+    wm_eval: int = Field(64, ge=1, description="new real transitions scored before training on "
+                         "them (held-out accuracy over training)")
+    warmup_iterations: int = Field(2, ge=0, description="real iterations before any dream is used")
+    candidates: int = Field(4, ge=2, description="plan: actions sampled at a decision point (K)")
+    horizon: int = Field(2, ge=1, description="plan: turns each candidate is dreamed forward (H)")
+    when: Literal["always", "uncertain"] = Field(
+        "always", description="plan: at every decision, or only when the sampled action's "
+        "probability is below `uncertainty`")
+    uncertainty: float = Field(0.5, gt=0, le=1, description="plan/uncertain: probability bound")
+    margin: float = Field(0.05, ge=0, description="plan: act on another candidate only when its "
+                          "dream scores this much above the policy's own draw")
+    dyna_prompts: int = Field(4, ge=1, description="dyna: imagined prompts per iteration (x G)")
+    dyna_weight: float = Field(0.5, gt=0, description="dyna: advantage weight of imagined episodes")
+    min_confidence: float = Field(0.5, ge=0, le=1, description="dyna: drop dreams whose least "
+                                  "confident predicted step is below this")
+
+    @property
+    def enabled(self) -> bool:
+        return self.plan or self.dyna
+
+
 class Config(_Section):
     model: ModelConfig = Field(default_factory=ModelConfig)
     task: TaskConfig = Field(default_factory=TaskConfig)
@@ -318,6 +353,7 @@ class Config(_Section):
     update: UpdateConfig = Field(default_factory=UpdateConfig)
     train: TrainConfig = Field(default_factory=TrainConfig)
     lessons: LessonsConfig = Field(default_factory=LessonsConfig)
+    dream: DreamConfig = Field(default_factory=DreamConfig)
 
     @model_validator(mode="after")
     def _check(self) -> Config:

@@ -126,6 +126,25 @@ class ValueCredit(CreditSource):
         out = batched_forward(self.model, t["input_ids"].to(dev), t["attention_mask"].to(dev))
         return state_values(out) * t["action_mask"].to(dev)
 
+    @torch.no_grad()
+    def state_value(self, seqs: list[list[int]]) -> list[float]:
+        """V(s) of states given as whole token sequences (each ends where the next action would
+        start): the model's output at the last token, as `values` reads V(s_t) at output[t-1].
+        The dream-testing planner scores dreamed states with it."""
+        if not seqs:
+            return []
+        dev = self.ctx.policy.device
+        L = max(map(len, seqs))
+        ids = torch.full((len(seqs), L), self.ctx.policy.pad_id, dtype=torch.long)
+        att = torch.zeros((len(seqs), L), dtype=torch.long)
+        for r, s in enumerate(seqs):
+            ids[r, :len(s)] = torch.tensor(s)
+            att[r, :len(s)] = 1
+        self.model.eval()
+        out = batched_forward(self.model, ids.to(dev), att.to(dev))
+        last = torch.tensor([len(s) - 1 for s in seqs], device=out.device)
+        return out[torch.arange(len(seqs), device=out.device), last].float().cpu().tolist()
+
     def step_starts(self, batch: Batch) -> torch.Tensor:
         """(B, T) bool: where each step of `steps: turn` begins (each turn's first action token;
         single-turn worlds: every cfg.step_tokens action tokens)."""

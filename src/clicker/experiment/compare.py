@@ -161,6 +161,10 @@ TASKS: dict[str, dict[str, Any]] = {
     },
 }
 
+_VALUE_TURN: dict[str, Any] = {"credit.sources": {"value": 1.0}, "credit.value.steps": "turn",
+                               "credit.value.lr": 1e-3, "credit.value.replay": 3,
+                               "credit.value.epochs": 1}
+
 # Methods: config overrides on top of the task's. Each is its credit source alone at weight 1
 # with that source's defaults (credit.<name>.* in clicker.core.config) and the task's policy lr,
 # plus what it needs to be run fairly.
@@ -171,8 +175,7 @@ METHODS: dict[str, dict[str, Any]] = {
     "value": {"credit.sources": {"value": 1.0}},
     # the clicker on turns (multi-turn worlds): V at each turn's start, TD/GAE over turns, value
     # lr 1e-3 and the last 3 batches replayed; the best dense method on keydoor_long
-    "value_turn": {"credit.sources": {"value": 1.0}, "credit.value.steps": "turn",
-                   "credit.value.lr": 1e-3, "credit.value.replay": 3, "credit.value.epochs": 1},
+    "value_turn": _VALUE_TURN,
     "mc": {"credit.sources": {"mc": 1.0}, "credit.mc.step_tokens": 1},
     # PRIME's beta 0.05 / PRM lr 1e-6 are for 7B models: on the tiny model the PRM never left
     # log 2 and the policy collapsed; beta * sum(log-ratio) must reach O(1) over a few tokens.
@@ -187,6 +190,12 @@ METHODS: dict[str, dict[str, Any]] = {
     "distill": {"credit.sources": {"grpo": 1.0, "distill": 1.0}},
     "opsd": {"credit.sources": {"grpo": 1.0, "distill": 1.0},
              "credit.distill.context": ["reference"]},
+    # dream-testing on top of the clicker on turns (value_turn): its V scores dreamed states.
+    # plan: K candidates tried H turns ahead in the world model; dyna: imagined episodes join
+    # the batch; dream: both. Imagined tokens are reported apart, never as world tokens.
+    "dream_plan": _VALUE_TURN | {"dream.plan": True},
+    "dream_dyna": _VALUE_TURN | {"dream.dyna": True},
+    "dream": _VALUE_TURN | {"dream.plan": True, "dream.dyna": True},
 }
 
 # Compare presets. quick: `make demo` (at most ~10 minutes on 2 CPU cores including building the

@@ -105,9 +105,10 @@ def analyse_task(
 
 
 def resources_of(summaries: list[dict]) -> dict[str, dict[str, Any]]:
-    """Median and per-seed wall clock, seconds per iteration and peak memory of a method."""
+    """Median and per-seed wall clock, seconds per iteration, peak memory and imagined tokens
+    (dreams: never counted as world tokens) of a method."""
     out = {}
-    for key in ("wall_s", "s_per_iteration", "peak_rss_mb", "peak_cuda_mb"):
+    for key in ("wall_s", "s_per_iteration", "peak_rss_mb", "peak_cuda_mb", "imagined_tokens"):
         vals = [_num(s.get(key)) for s in summaries]
         known = [v for v in vals if v is not None]
         out[key] = {"median": statistics.median(known) if known else None, "per_seed": vals}

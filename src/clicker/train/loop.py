@@ -172,6 +172,13 @@ def train(cfg: Config, run_dir: Path | None = None, *, resume: bool = False) -> 
     ctx = CreditContext(policy, world, settings, generator, initial=frozen, seed=cfg.train.seed)
     credit = make_credit(cfg.credit, ctx)
     reference = ctx.reference if cfg.update.kl_coef > 0 else None
+    dreamer = None
+    if cfg.dream.enabled:
+        from clicker.dream.dreamer import Dreamer
+
+        value = next((s for _, s in credit.sources if s.name == "value"), None)
+        dreamer = Dreamer(cfg.dream, cfg.rollout, policy, world, seed=cfg.train.seed,
+                          value=value.state_value if value is not None else None)
     start, world_tokens = 0, 0
     if ckpt is not None:
         state = load_trainer_state(ckpt)
@@ -179,6 +186,8 @@ def train(cfg: Config, run_dir: Path | None = None, *, resume: bool = False) -> 
         set_rng_state(state["rng"], generator)
         cpu_gen.set_state(state["rng"]["cpu_gen"])
         credit.load_state_dict(state["credit"])
+        if dreamer is not None:
+            dreamer.load_state_dict(state.get("dream", {}))
         start, world_tokens = state["iteration"] + 1, state["world_tokens"]
     write_atomic(run_dir / "config.yaml", dump_config(cfg))
     log = MetricsLog(run_dir, resume_from_iteration=start - 1 if resume else None)
@@ -194,6 +203,8 @@ def train(cfg: Config, run_dir: Path | None = None, *, resume: bool = False) -> 
         rng = rng_state(generator) | {"cpu_gen": cpu_gen.get_state()}
         state = {"optimizer": optimizer.state_dict(), "rng": rng, "iteration": it,
                  "world_tokens": world_tokens, "credit": credit.state_dict()}
+        if dreamer is not None:
+            state["dream"] = dreamer.state_dict()
         save_checkpoint(run_dir, it, policy, state, keep=cfg.train.keep_checkpoints)
 
     def held_out(context=None) -> float:
@@ -221,16 +232,26 @@ def train(cfg: Config, run_dir: Path | None = None, *, resume: bool = False) -> 
             base = tc.seed * 10_000_019 + it * cfg.rollout.prompts
             indices = [base + j for j in range(cfg.rollout.prompts)]
             episodes = run_episodes(policy, world, "train", indices, settings, generator, sampler,
-                                    context=lessons)
+                                    context=lessons,
+                                    planner=dreamer.plan() if dreamer is not None else None)
             t_roll = time.time() - t0
-            batch = Batch.from_episodes(episodes, policy.pad_id)
             world_tokens += sum(e.world_tokens for e in episodes)
+            m_dream: dict[str, float] = {}
+            dreams = []
+            if dreamer is not None:  # the world model learns from the real episodes, then dreams
+                m_dream = dreamer.observe(episodes) | dreamer.plan_metrics()
+                dreams, m_dyna = dreamer.imagine(it, cfg.rollout.prompts, generator)
+                m_dream |= m_dyna | {"dream/imagined_tokens": float(dreamer.imagined_tokens)}
+            batch = Batch.from_episodes(episodes + dreams, policy.pad_id)
             # --- credit -------------------------------------------------------------------
             ctx.iteration = it
             credit_out = credit(batch)
             world_tokens += credit_out.world_tokens  # e.g. Monte-Carlo continuations
+            advantages = credit_out.advantages
+            if dreams:
+                advantages = dreamer.weigh(batch, advantages)
             # --- update -------------------------------------------------------------------
-            result = policy_update(policy, optimizer, batch, credit_out.advantages, cfg.update,
+            result = policy_update(policy, optimizer, batch, advantages, cfg.update,
                                    temperature=cfg.rollout.temperature or 1.0,
                                    reference=reference, generator=cpu_gen,
                                    distill=credit_out.distill)
@@ -241,13 +262,13 @@ def train(cfg: Config, run_dir: Path | None = None, *, resume: bool = False) -> 
                 "world/tokens_iter": sum(e.world_tokens for e in episodes)
                 + credit_out.world_tokens,
                 "rollout/success": sum(e.success for e in episodes) / len(episodes),
-                "rollout/reward": float(batch.rewards.mean()),
+                "rollout/reward": sum(e.reward for e in episodes) / len(episodes),
                 "rollout/action_tokens_mean": action_tokens / len(episodes),
                 "rollout/truncated": sum(e.truncated for e in episodes) / len(episodes),
                 "rollout/tokens_per_s": action_tokens / max(t_roll, 1e-9),
                 "time/rollout_s": t_roll,
                 "time/iteration_s": time.time() - t0,
-            } | credit_out.metrics | result.metrics
+            } | credit_out.metrics | result.metrics | m_dream
             if reflection is not None and (it + 1) % cfg.lessons.every == 0:
                 m |= reflection.step(it, episodes, policy.decode)
                 world_tokens += int(m["lessons/world_tokens"])  # gate rollouts are real
@@ -282,6 +303,7 @@ def train(cfg: Config, run_dir: Path | None = None, *, resume: bool = False) -> 
         write_gallery(run_dir, gallery_records(episodes, credit_out, policy.tokenizer, it,
                                                seed=tc.seed))
     summary = {"run_dir": str(run_dir), "iterations": done + 1, "world_tokens": world_tokens,
+               "imagined_tokens": dreamer.imagined_tokens if dreamer is not None else 0,
                "initial_eval_success": first_eval, "final_eval_success": last_eval,
                **resources(t_start, iteration_s, policy.device)}
     write_atomic(run_dir / "summary.json", json.dumps(summary, indent=1))

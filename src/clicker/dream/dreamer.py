@@ -1,0 +1,120 @@
+"""`Dreamer`: what the training loop holds when a run dreams (config section `dream`).
+
+Each iteration the loop hands it the real episodes (`observe`: the world model is scored on
+them before it trains on them, so its accuracy over training is held out); from
+`warmup_iterations` on it gives the loop a `Planner` for the real rollouts (`plan`) and
+imagined episodes for the batch (`imagine`, Dyna). Imagined episodes are flagged, carry no world
+tokens, and get their advantages scaled by `dyna_weight` (`weigh`); dreams whose least confident
+predicted step is below `min_confidence` are dropped before they reach the batch.
+
+All imagined tokens (Dyna episodes and the planner's dreams) are counted in
+`dream/imagined_tokens`, beside, never inside, `world/tokens`.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from clicker.core.config import DreamConfig, RolloutConfig
+from clicker.core.types import Batch, Episode
+from clicker.dream.planner import Planner, ValueFn
+from clicker.dream.world import DreamWorld, OracleModel
+from clicker.dream.world_model import WorldModel, WorldModelConfig
+from clicker.models.policy import Policy
+from clicker.rollout.runner import RolloutSettings, run_episodes
+from clicker.rollout.sampler import Sampler
+from clicker.tasks.base import World
+
+DYNA_INDEX_OFFSET = 2**41  # imagined problems: train-split indices real rollouts never draw
+
+
+class Dreamer:
+    def __init__(self, cfg: DreamConfig, rollout: RolloutConfig, policy: Policy, world: World,
+                 *, seed: int = 0, value: ValueFn | None = None):
+        self.cfg, self.rollout, self.policy, self.seed = cfg, rollout, policy, seed
+        max_turns = rollout.max_turns or world.max_turns
+        self.model: WorldModel | None = None
+        if cfg.oracle:
+            predictor = OracleModel(world)
+        else:
+            self.model = WorldModel.from_policy(policy, WorldModelConfig(
+                lr=cfg.wm_lr, steps=cfg.wm_steps, epochs=cfg.wm_epochs, batch_size=cfg.wm_batch,
+                micro_batch=cfg.wm_batch, buffer=cfg.wm_buffer, eval_max=cfg.wm_eval, seed=seed),
+                max_turns=max_turns)
+            predictor = self.model
+        self.world = DreamWorld(world, predictor, policy)
+        self.sampler = Sampler(policy.model, policy.tokenizer)
+        self.planner = Planner(policy, self.world, candidates=cfg.candidates, horizon=cfg.horizon,
+                               when=cfg.when, uncertainty=cfg.uncertainty, value=value,
+                               margin=cfg.margin,
+                               sampler=self.sampler) if cfg.plan else None
+        self.imagined_tokens = 0  # over the run: Dyna episodes and planner dreams
+        self.iterations = 0  # iterations observed (dreams start after cfg.warmup_iterations)
+
+    @property
+    def ready(self) -> bool:
+        return self.iterations >= self.cfg.warmup_iterations
+
+    def plan(self) -> Planner | None:
+        """The planner for this iteration's real rollouts (None before the warm-up is over)."""
+        return self.planner if self.ready else None
+
+    def observe(self, episodes: list[Episode]) -> dict[str, float]:
+        """Score the world model on these real episodes, then train it on them."""
+        self.iterations += 1
+        real = [e for e in episodes if not e.imagined]
+        return self.model.observe(real) if self.model is not None else {}
+
+    def imagine(self, iteration: int, group_offset: int,
+                generator: torch.Generator | None) -> tuple[list[Episode], dict[str, float]]:
+        """Dyna: `dyna_prompts` x G imagined episodes of fresh train problems, the confident
+        ones. Their group ids start at `group_offset` (they never share a group with real
+        episodes: a baseline mixes no real and imagined returns)."""
+        if not (self.cfg.dyna and self.ready):
+            return [], {}
+        r = self.rollout
+        settings = RolloutSettings(r.group_size, r.temperature, r.top_p, r.max_action_tokens,
+                                   r.max_turns, reuse_cache=r.reuse_cache)
+        base = DYNA_INDEX_OFFSET + (self.seed * 10_000_019 + iteration) * self.cfg.dyna_prompts
+        indices = [base + j for j in range(self.cfg.dyna_prompts)]
+        dreams = run_episodes(self.policy, self.world, "train", indices, settings, generator,
+                              self.sampler, group_offset=group_offset)
+        tokens = sum(e.meta["imagined_tokens"] for e in dreams)
+        self.imagined_tokens += tokens
+        kept = [e for e in dreams if e.meta["dream_confidence"] >= self.cfg.min_confidence]
+        return kept, {
+            "dream/dyna/episodes": float(len(kept)),
+            "dream/dyna/dropped": float(len(dreams) - len(kept)),
+            "dream/dyna/success": sum(e.success for e in kept) / max(1, len(kept)),
+            "dream/dyna/confidence": sum(e.meta["dream_confidence"] for e in dreams)
+            / max(1, len(dreams)),
+            "dream/dyna/imagined_tokens": float(tokens),
+        }
+
+    def weigh(self, batch: Batch, advantages: torch.Tensor) -> torch.Tensor:
+        """Advantages with imagined rows scaled by dyna_weight (a positive scale of A scales
+        that row's clipped policy-gradient loss by the same factor)."""
+        imagined = torch.tensor([e.imagined for e in batch.episodes], dtype=torch.bool)
+        if not imagined.any():
+            return advantages
+        scale = torch.where(imagined, self.cfg.dyna_weight, 1.0).to(advantages)
+        return advantages * scale[:, None]
+
+    def plan_metrics(self) -> dict[str, float]:
+        if self.planner is None:
+            return {}
+        stats = self.planner.reset_stats()
+        self.imagined_tokens += stats.imagined_tokens
+        return stats.metrics()
+
+    def state_dict(self) -> dict:
+        state = {"imagined_tokens": self.imagined_tokens, "iterations": self.iterations}
+        if self.model is not None:
+            state["world_model"] = self.model.state_dict()
+        return state
+
+    def load_state_dict(self, state: dict) -> None:
+        self.imagined_tokens = int(state.get("imagined_tokens", 0))
+        self.iterations = int(state.get("iterations", 0))
+        if self.model is not None and "world_model" in state:
+            self.model.load_state_dict(state["world_model"])

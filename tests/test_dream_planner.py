@@ -1,0 +1,163 @@
+"""Dream-testing (the planner) and dreams in the training loop (issue 7)."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+from clicker.core.config import build_config
+from clicker.dream import DreamWorld, OracleModel
+from clicker.dream.planner import Planner
+from clicker.models.policy import Policy
+from clicker.rollout.runner import RolloutSettings, run_episodes
+from clicker.tasks.keydoor import CUE, KeyDoor
+from clicker.train.loop import train
+
+
+@pytest.fixture(scope="module")
+def policy(tiny_dir) -> Policy:
+    return Policy.load(None, device="cpu", dtype="float32")
+
+
+def oracle_value(policy: Policy, world: KeyDoor, split: str, indices: list[int]):
+    """V*(s) = 0.9 ** (optimal actions left) from a transcript, found by replaying its actions
+    in the real env: a perfect value model for the planner to read."""
+    by_prompt = {world.make(split, i).reset(): i for i in indices}
+
+    def value(seqs: list[list[int]]) -> list[float]:
+        out = []
+        for ids in seqs:
+            text = policy.decode(ids)
+            prompt = next(p for p in by_prompt if text.startswith(p))
+            env = world.make(split, by_prompt[prompt])
+            env.reset()
+            for part in text[len(prompt):].split(CUE):
+                if part:
+                    env.step(part.split("\n", 1)[0] + "\n")
+            left = 0
+            while not env.done:
+                env.step(env.expert_action() + "\n")
+                left += 1
+            out.append(0.9 ** left)
+        return out
+
+    return value
+
+
+def test_with_an_exact_world_model_the_planner_picks_the_best_action(policy):
+    """The oracle world model and V* make dream-testing pick, among K sampled candidates, the
+    one closest to the goal: every planned episode succeeds in (near) the optimal number of
+    actions, where the same policy acting alone wanders. The dreams cost imagined tokens, never
+    world tokens."""
+    world = KeyDoor(rooms=2)
+    indices = list(range(12))
+    settings = RolloutSettings(group_size=2, temperature=1.0)
+    torch.manual_seed(0)
+    plain = run_episodes(policy, world, "test", indices, settings,
+                         generator=torch.Generator().manual_seed(0))
+    planner = Planner(policy, DreamWorld(world, OracleModel(world), policy), candidates=8,
+                      horizon=1, value=oracle_value(policy, world, "test", indices))
+    planned = run_episodes(policy, world, "test", indices, settings,
+                           generator=torch.Generator().manual_seed(0), planner=planner)
+    optimal = {i: len(world.optimal_actions("test", i)) for i in indices}
+    extra = [len(e.turns) - optimal[e.meta["index"]] for e in planned]
+    assert all(e.success for e in planned)
+    assert sum(extra) / len(extra) <= 0.5, extra  # the expert action is almost always a candidate
+    assert sum(len(e.turns) for e in planned) < sum(len(e.turns) for e in plain)
+    stats = planner.stats
+    assert stats.dreamed == stats.decisions == sum(len(e.turns) for e in planned)
+    assert stats.imagined_tokens > 0
+    for e in planned:  # real episodes: every token was exchanged with the real env, no more
+        assert not e.imagined and e.world_tokens == len(e.tokens)
+
+
+def test_uncertain_mode_dreams_only_when_the_draw_is_unlikely(policy):
+    world = KeyDoor(rooms=2)
+    dream = DreamWorld(world, OracleModel(world), policy)
+    always = Planner(policy, dream, candidates=3, horizon=1, value=lambda s: [0.0] * len(s))
+    never = Planner(policy, dream, candidates=3, horizon=1, when="uncertain", uncertainty=1e-9,
+                    value=lambda s: [0.0] * len(s))
+    settings = RolloutSettings(group_size=2, temperature=1.0)
+    for p in (always, never):
+        eps = run_episodes(policy, world, "test", [0, 1], settings,
+                           generator=torch.Generator().manual_seed(0), planner=p)
+        assert p.stats.decisions == sum(len(e.turns) for e in eps)
+    assert always.stats.dreamed == always.stats.decisions
+    assert never.stats.dreamed == 0 and never.stats.imagined_tokens == 0
+    # V is 0 everywhere: a candidate wins only by reaching the goal in its dreamed step (reward
+    # 1); on ties the policy's own draw is kept
+    assert always.stats.changed == sum(g == 1.0 for g in always.stats.score_gap)
+    assert set(always.stats.score_gap) <= {0.0, 1.0}
+    with pytest.raises(ValueError, match="at least 2 candidates"):
+        Planner(policy, dream, candidates=1)
+
+
+def _run(tmp_path, name, **dream):
+    sets = ["task.name=keydoor", "task.args={rooms: 2}", "rollout.prompts=2",
+            "rollout.group_size=4", "train.iterations=2", "train.eval_every=0",
+            "train.progress=false", "train.checkpoint_every=0", "update.lr=1e-4",
+            "credit.sources={grpo: 1.0}"]
+    sets += [f"dream.{k}={v}" for k, v in dream.items()]
+    summary = train(build_config({}, sets), tmp_path / name)
+    rows = [json.loads(line) for line in (tmp_path / name / "metrics.jsonl").open()]
+    return summary, rows
+
+
+def test_dreams_in_the_loop_are_counted_apart_and_weighted(tmp_path, tiny_dir):
+    """Dyna with the exact model: imagined episodes join the batch from the first iteration
+    after the warm-up, flagged, with their tokens in dream/imagined_tokens; the world-token
+    count is the real rollouts' alone (the same as a run without dreams before the dreams can
+    change the policy)."""
+    _, base = _run(tmp_path, "plain")
+    summary, rows = _run(tmp_path, "dyna", dyna="true", oracle="true", warmup_iterations=0,
+                         dyna_prompts=2, min_confidence=0.5)
+    assert rows[0]["world/tokens"] == base[0]["world/tokens"]
+    assert rows[0]["dream/dyna/episodes"] == 8 and rows[0]["dream/dyna/dropped"] == 0
+    assert rows[-1]["dream/imagined_tokens"] > 0
+    assert rows[-1]["dream/imagined_tokens"] == sum(r["dream/dyna/imagined_tokens"] for r in rows)
+    assert summary["world_tokens"] == rows[-1]["world/tokens"]
+    # the learned world model trains on the real episodes and reports its held-out accuracy
+    _, learned = _run(tmp_path, "plan", plan="true", warmup_iterations=1, candidates=2,
+                      horizon=1, wm_steps=2)
+    assert "dream/wm/obs_exact" in learned[0] and "dream/wm/loss" in learned[0]
+    assert "dream/plan/dreamed_fraction" not in learned[0] or \
+        learned[0]["dream/plan/decisions"] == 0
+    assert learned[1]["dream/plan/dreamed_fraction"] == 1.0
+    assert learned[1]["dream/imagined_tokens"] > 0
+
+
+def test_dreamer_weighs_imagined_rows_only(policy):
+    from clicker.core.config import DreamConfig, RolloutConfig
+    from clicker.core.types import Batch
+    from clicker.dream.dreamer import Dreamer
+
+    world = KeyDoor(rooms=2)
+    d = Dreamer(DreamConfig(dyna=True, oracle=True, warmup_iterations=0, dyna_prompts=1,
+                            dyna_weight=0.25),
+                RolloutConfig(prompts=1, group_size=2), policy, world)
+    real = run_episodes(policy, world, "train", [0], RolloutSettings(group_size=2),
+                        generator=torch.Generator().manual_seed(0))
+    dreams, m = d.imagine(0, 1, torch.Generator().manual_seed(0))
+    assert len(dreams) == 2 and all(e.imagined and e.world_tokens == 0 for e in dreams)
+    assert {e.group for e in dreams} == {1} and {e.group for e in real} == {0}
+    batch = Batch.from_episodes(real + dreams, policy.pad_id)
+    adv = torch.ones(batch.shape)
+    w = d.weigh(batch, adv)
+    assert torch.equal(w[:2], adv[:2]) and torch.allclose(w[2:], adv[2:] * 0.25)
+    assert m["dream/dyna/imagined_tokens"] == sum(e.meta["imagined_tokens"] for e in dreams)
+
+
+def test_dream_methods_are_valid_configs(tmp_path):
+    """compare's dream methods (value_turn + plan / dyna / both) build valid configs, as
+    `clicker compare` builds them."""
+    from clicker.experiment.compare import METHODS, load_spec, plan
+
+    for name in ("dream_plan", "dream_dyna", "dream"):
+        assert METHODS[name]["credit.value.steps"] == "turn"
+    spec = load_spec(None, tasks=["keydoor_quick"], methods=["grpo", "dream_plan", "dream"],
+                     seeds=1)
+    cfgs = {r.method: r.cfg for r in plan(spec, tmp_path)}
+    assert cfgs["dream"].dream.plan and cfgs["dream"].dream.dyna
+    assert not cfgs["grpo"].dream.enabled
