@@ -126,6 +126,31 @@ def test_dreams_in_the_loop_are_counted_apart_and_weighted(tmp_path, tiny_dir):
         learned[0]["dream/plan/decisions"] == 0
     assert learned[1]["dream/plan/dreamed_fraction"] == 1.0
     assert learned[1]["dream/imagined_tokens"] > 0
+    # compare's curves: imagined tokens at the eval points, the world model's accuracy
+    from clicker.experiment.results import dream_series
+
+    series = dream_series(tmp_path / "plan", [0, 1])
+    assert series["imagined_tokens"] == [learned[0]["dream/imagined_tokens"],
+                                         learned[1]["dream/imagined_tokens"]]
+    assert series["wm_obs_exact"] == [r["dream/wm/obs_exact"] for r in learned]
+    assert dream_series(tmp_path / "plain", [0, 1]) is None
+
+
+def test_report_plots_the_world_models_accuracy(tmp_path):
+    """A task whose curves carry world-model accuracy gets a third panel (wider figure)."""
+    from clicker.experiment.report import _colours, _plot_curves
+
+    curve = {"world_tokens": [0.0, 50.0, 100.0], "success": [0.1, 0.2, 0.3],
+             "imagined_tokens": [0.0, 400.0, 900.0], "wm_world_tokens": [10.0, 60.0, 100.0],
+             "wm_obs_exact": [0.0, 0.3, 0.5]}
+    t = {"budget": 100, "target": 0.25, "curves": {"grpo": [{"world_tokens": [0.0, 100.0],
+                                                             "success": [0.1, 0.2]}],
+                                                   "dream": [curve, curve]}}
+    path = tmp_path / "c.png"
+    width = _plot_curves("t", t, ["grpo", "dream"], _colours(["grpo", "dream"]), path)
+    assert width == 7.5 + 2 * 3.5 and path.stat().st_size > 0
+    del curve["wm_obs_exact"]
+    assert _plot_curves("t", t, ["grpo", "dream"], _colours(["grpo", "dream"]), path) == 11.0
 
 
 def test_dreamer_weighs_imagined_rows_only(policy):

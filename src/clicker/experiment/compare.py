@@ -39,6 +39,7 @@ from clicker.experiment.results import (
     BASELINE,
     NEVER_REACHED_FACTOR,
     analyse_task,
+    dream_series,
     load_curve,
     print_tables,
     resources_of,
@@ -398,14 +399,15 @@ def collect(spec: CompareSpec, runs: list[Run]) -> dict[str, Any]:
         for method in spec.methods or []:
             mine = [r for r in runs if r.task == task and r.method == method]
             for r in mine:
-                c = load_curve(r.run_dir)
-                if c is None:
+                loaded = load_curve(r.run_dir, with_iterations=True)
+                if loaded is None:
                     results["unfinished"].append(r.name)
                     continue
-                curves.setdefault(method, []).append(c)
+                *c, its = loaded
+                curves.setdefault(method, []).append(tuple(c))
                 raw.setdefault(method, []).append(
                     {"seed": r.seed, "world_tokens": c[0].tolist(), "success": c[1].tolist(),
-                     "imagined_tokens": None})
+                     "imagined_tokens": None, **(dream_series(r.run_dir, its) or {})})
                 summaries.setdefault(method, []).append(
                     json.loads((r.run_dir / "summary.json").read_text()))
                 if len(gallery.get(method, [])) < GALLERY_PER_METHOD:

@@ -112,21 +112,29 @@ def _plot_curves(task: str, t: dict, methods: list[str], colours: dict, path: Pa
     dreamers = {m: cs for m, cs in dreamers.items() if cs}
     budget = _num(t.get("budget")) or max(
         (max(c["world_tokens"]) for cs in curves.values() for c in cs), default=1.0)
-    width = 11.0 if dreamers else 7.5
+    models = {m: [c for c in cs if len(c.get("wm_obs_exact") or []) > 1]
+              for m, cs in curves.items()}
+    models = {m: cs for m, cs in models.items() if cs}
+    extra = bool(dreamers) + bool(models)
+    width = 7.5 + 3.5 * extra
     fig = Figure(figsize=(width, 4.2))
-    axes = fig.subplots(1, 2 if dreamers else 1, squeeze=False,
-                        gridspec_kw={"width_ratios": [2, 1]} if dreamers else None)
-    panels = [(axes[0, 0], "world_tokens", curves, budget, "world tokens")]
+    axes = fig.subplots(1, 1 + extra, squeeze=False,
+                        gridspec_kw={"width_ratios": [2] + [1] * extra} if extra else None)
+    panels = [(axes[0, 0], "world_tokens", "success", curves, budget, "world tokens")]
     if dreamers:
         top = max(max(c["imagined_tokens"]) for cs in dreamers.values() for c in cs) or 1.0
-        panels.append((axes[0, 1], "imagined_tokens", dreamers, top, "imagined tokens"))
-    for ax, key, by_method, end, label in panels:
+        panels.append((axes[0, 1], "imagined_tokens", "success", dreamers, top,
+                       "imagined tokens"))
+    if models:  # the world model's held-out exact observations over training
+        panels.append((axes[0, extra], "wm_world_tokens", "wm_obs_exact", models, budget,
+                       "world tokens"))
+    for ax, key, ykey, by_method, end, label in panels:
         grid = np.linspace(0.0, end, GRID_POINTS)
         for m, cs in by_method.items():
-            ci = _mean_ci([c[key] for c in cs], [c["success"] for c in cs], grid)
+            ci = _mean_ci([c[key] for c in cs], [c[ykey] for c in cs], grid)
             ax.plot(grid, ci.point, color=colours[m], lw=2, label=f"{m} (n={len(cs)})")
             ax.fill_between(grid, ci.low, ci.high, color=colours[m], alpha=0.18, lw=0)
-        if _num(t.get("target")) is not None:
+        if _num(t.get("target")) is not None and ykey == "success":
             ax.axhline(t["target"], color="0.45", ls="--", lw=1.2, label=f"target {t['target']:g}")
         ax.set_xlim(0, end)
         ax.set_ylim(-0.02, 1.02)
@@ -139,6 +147,9 @@ def _plot_curves(task: str, t: dict, methods: list[str], colours: dict, path: Pa
     axes[0, 0].set_title(f"{task}: mean over seeds, 95% bootstrap CI", fontsize=11, loc="left")
     if dreamers:
         axes[0, 1].set_title("dreaming methods", fontsize=11, loc="left")
+    if models:
+        axes[0, extra].set_title("world model: held-out exact observations", fontsize=11,
+                                 loc="left")
     if curves:
         axes[0, 0].legend(frameon=False, fontsize=9, loc="best")
     else:

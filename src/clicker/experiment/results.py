@@ -32,8 +32,9 @@ BASELINE = "grpo"  # ratios and probabilities of improvement are against this me
 
 
 
-def load_curve(run_dir: Path) -> tuple[np.ndarray, np.ndarray] | None:
-    """(E,) world tokens and (E,) held-out success of a finished run, or None if unfinished."""
+def load_curve(run_dir: Path, with_iterations: bool = False):
+    """(E,) world tokens and (E,) held-out success of a finished run, or None if unfinished;
+    with_iterations: and the (E,) iterations of the eval points."""
     from clicker.train.metrics import read_metrics
 
     if not (run_dir / "summary.json").is_file():
@@ -44,8 +45,30 @@ def load_curve(run_dir: Path) -> tuple[np.ndarray, np.ndarray] | None:
     if not rows:
         return None
     rows.sort(key=lambda r: (r["world/tokens"], r["iteration"]))
-    return (np.array([r["world/tokens"] for r in rows], float),
-            np.array([r["eval/success"] for r in rows], float))
+    curve = (np.array([r["world/tokens"] for r in rows], float),
+             np.array([r["eval/success"] for r in rows], float))
+    return (*curve, [int(r["iteration"]) for r in rows]) if with_iterations else curve
+
+
+def dream_series(run_dir: Path, iterations: list[int]) -> dict[str, list[float]] | None:
+    """A dreaming run's imagined tokens at each of `iterations` (its eval points) and its world
+    model's held-out exact-observation rate over training (per iteration, against world
+    tokens); None for a run that never dreamed."""
+    from clicker.train.metrics import read_metrics
+
+    rows = sorted(read_metrics(run_dir), key=lambda r: r["iteration"])
+    if not any("dream/imagined_tokens" in r or "dream/wm/obs_exact" in r for r in rows):
+        return None
+    imagined, seen = [], 0.0
+    by_it = {r["iteration"]: r.get("dream/imagined_tokens") for r in rows}
+    known = sorted((i, v) for i, v in by_it.items() if v is not None)
+    for it in iterations:
+        seen = max((v for i, v in known if i <= it), default=0.0)
+        imagined.append(float(seen))
+    wm = [r for r in rows if r.get("dream/wm/obs_exact") is not None]
+    return {"imagined_tokens": imagined,
+            "wm_world_tokens": [float(r["world/tokens"]) for r in wm],
+            "wm_obs_exact": [float(r["dream/wm/obs_exact"]) for r in wm]}
 
 
 def _num(x: Any) -> float | None:
