@@ -86,15 +86,10 @@ def probe_keydoor(policy: Policy, w, n: int = 64) -> dict[str, float]:
 
 def _run_in(w, split: str, index: int, rng: random.Random) -> str:
     """A successful noisy-expert run (eps 0.3) in the layout `index` of `split`."""
-    from clicker.tasks.keydoor import ACTIONS
+    from clicker.models.tiny import _keydoor_run
 
     for _ in range(16):
-        env = w.make(split, index)
-        text, ret = env.reset(), 0.0
-        while not env.done:
-            a = rng.choice(ACTIONS) if rng.random() < 0.3 else env.expert_action()
-            step = env.step(a + "\n")
-            text, ret = text + a + "\n" + step.observation, ret + step.reward
+        text, ret = _keydoor_run(w, index, rng, eps=0.3, split=split)
         if ret > 0:
             return text
     raise RuntimeError("no successful run")

@@ -186,11 +186,12 @@ def _context_text(world, index: int, rng: random.Random) -> str:
     return "".join(blocks) + rng.choice(irrelevant)() + plain
 
 
-def _keydoor_run(world, index: int, rng: random.Random, eps: float) -> tuple[str, float]:
+def _keydoor_run(world, index: int, rng: random.Random, eps: float,
+                 split: str = "train") -> tuple[str, float]:
     """A transcript of an expert that acts randomly with probability eps, and its return."""
     from clicker.tasks.keydoor import ACTIONS
 
-    env = world.make("train", index)
+    env = world.make(split, index)
     text, ret = env.reset(), 0.0
     while not env.done:
         a = rng.choice(ACTIONS) if rng.random() < eps else env.expert_action()
