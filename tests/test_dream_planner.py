@@ -120,7 +120,7 @@ def test_dreams_in_the_loop_are_counted_apart_and_weighted(tmp_path, tiny_dir):
     assert summary["world_tokens"] == rows[-1]["world/tokens"]
     # the learned world model trains on the real episodes and reports its held-out accuracy
     _, learned = _run(tmp_path, "plan", plan="true", warmup_iterations=1, candidates=2,
-                      horizon=1, wm_steps=2)
+                      horizon=1, wm_steps=2, when="always")
     assert "dream/wm/obs_exact" in learned[0] and "dream/wm/loss" in learned[0]
     assert "dream/plan/dreamed_fraction" not in learned[0] or \
         learned[0]["dream/plan/decisions"] == 0
@@ -172,6 +172,10 @@ def test_dreamer_weighs_imagined_rows_only(policy):
     w = d.weigh(batch, adv)
     assert torch.equal(w[:2], adv[:2]) and torch.allclose(w[2:], adv[2:] * 0.25)
     assert m["dream/dyna/imagined_tokens"] == sum(e.meta["imagined_tokens"] for e in dreams)
+    # dyna_problems "seen" (the default): the problems the real rollouts just played
+    assert {e.prompt for e in dreams}.isdisjoint({e.prompt for e in real})
+    seen, _ = d.imagine(0, 1, torch.Generator().manual_seed(0), seen=[0])
+    assert {e.prompt for e in seen} == {e.prompt for e in real}
 
 
 def test_dream_methods_are_valid_configs(tmp_path):

@@ -163,7 +163,7 @@ def test_predict_parses_scores_and_rejects_malformed_replies(random_policy):
     too_long = [5] * (wm.max_history + 1)
     preds = wm.predict_histories([[5, 6], [5, 7], too_long, [5, 8]])
     assert len(fake.prompts) == 3  # the history with no room for a reply is not generated
-    assert preds[0] == Prediction("", 1.0, True, pytest.approx(math.exp(-0.1 * len(good))), True)
+    assert preds[0] == Prediction("", 1.0, True, pytest.approx(math.exp(-0.1)), True)
     assert preds[1] == preds[2] == preds[3] == FAILED
     assert not preds[1].ok and preds[1].done and preds[1].confidence == 0.0
 
@@ -324,3 +324,39 @@ def test_world_model_learns_keydoor_transitions(policy):
     assert after["dream/wm/obs_exact"] >= 0.4 > before["dream/wm/obs_exact"] + 0.3
     assert after["dream/wm/parse_fail"] <= 0.12 < before["dream/wm/parse_fail"]
     assert after["dream/wm/done_acc"] >= 0.8 and after["dream/wm/reward_mae"] <= 0.15
+    _session_predictions_match_fresh_ones(policy, wm, world, test)
+
+
+def _same(a: list[Prediction], b: list[Prediction]) -> None:
+    assert [(p.observation, p.reward, p.done, p.ok) for p in a] == [
+        (p.observation, p.reward, p.done, p.ok) for p in b]
+    assert [p.confidence for p in a] == pytest.approx([p.confidence for p in b], abs=1e-4)
+
+
+def _session_predictions_match_fresh_ones(policy, wm, world, test):
+    """The KV-session predictions (candidates of one state sharing its prefill; imagined
+    episodes continuing turn after turn) are what a fresh greedy generation of each whole
+    history gives."""
+    calls = []
+
+    class Recording:
+        def predict(self, requests):
+            before = dict(wm._row_of)  # the session's rows before this call
+            calls.append((requests, wm.predict(requests), before))
+            return calls[-1][1]
+
+    dw = DreamWorld(world, Recording(), policy)
+    run_episodes(policy, dw, "test", [0, 1], RolloutSettings(group_size=3),
+                 torch.Generator().manual_seed(1))
+    # later turns continue the session (their envs are rows of it already)
+    assert len(calls) >= 3 and all(r.key in c[2] for c in calls[1:] for r in c[0])
+    # candidates of one mid-episode state, dreamed together
+    e = next(e for e in test if len(e.turns) >= 3)
+    actions = sorted({t.action for x in test for t in x.turns})[:4]
+    state = e.tokens[:e.turns[1].action_span[0]]
+    envs = [dw.resume("test", 0, state, [e.turns[0].action]) for _ in actions]
+    calls.append(([env.request(a) for env, a in zip(envs, actions)], None, None))
+    calls[-1] = (calls[-1][0], wm.predict(calls[-1][0]), None)
+    assert len({r.shared for r in calls[-1][0]}) == 1
+    for requests, preds, _ in calls:
+        _same(preds, wm.predict_histories([r.history for r in requests]))

@@ -328,14 +328,17 @@ class DreamConfig(_Section):
                          "them (held-out accuracy over training)")
     warmup_iterations: int = Field(2, ge=0, description="real iterations before any dream is used")
     candidates: int = Field(4, ge=2, description="plan: actions sampled at a decision point (K)")
-    horizon: int = Field(2, ge=1, description="plan: turns each candidate is dreamed forward (H)")
+    horizon: int = Field(1, ge=1, description="plan: turns each candidate is dreamed forward (H)")
     when: Literal["always", "uncertain"] = Field(
-        "always", description="plan: at every decision, or only when the sampled action's "
+        "uncertain", description="plan: at every decision, or only when the sampled action's "
         "probability is below `uncertainty`")
     uncertainty: float = Field(0.5, gt=0, le=1, description="plan/uncertain: probability bound")
     margin: float = Field(0.05, ge=0, description="plan: act on another candidate only when its "
                           "dream scores this much above the policy's own draw")
     dyna_prompts: int = Field(4, ge=1, description="dyna: imagined prompts per iteration (x G)")
+    dyna_problems: Literal["seen", "fresh"] = Field(
+        "seen", description="dyna: dream the problems this iteration's real rollouts just played "
+        "(the world model has just read their transcripts), or problems no rollout draws")
     dyna_weight: float = Field(0.5, gt=0, description="dyna: advantage weight of imagined episodes")
     min_confidence: float = Field(0.5, ge=0, le=1, description="dyna: drop dreams whose least "
                                   "confident predicted step is below this")

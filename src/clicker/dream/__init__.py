@@ -1,23 +1,22 @@
 """Dreams: a learned world model answers in place of the real env (issue 7).
 
-`world_model`: a causal LM trained online on real transcripts to write the env's reply (reward,
+`transcript`: the reply format and the transitions of real episodes. `world_model`: a causal LM trained online on real transcripts to write the env's reply (reward,
 done, observation) to each action. `world`: `DreamWorld`, a World whose envs ask a predictor
 (the world model, or an exact oracle) instead of the real env, so the episode runner produces
 imagined episodes (world_tokens 0).
 """
 
-from clicker.dream.world import DreamEnv, DreamWorld, OracleModel
-from clicker.dream.world_model import (
+from clicker.dream.transcript import (
     DreamRequest,
     Prediction,
     Predictor,
     Transition,
-    WorldModel,
-    WorldModelConfig,
     format_reply,
     parse_reply,
     transitions,
 )
+from clicker.dream.world import DreamEnv, DreamWorld, OracleModel
+from clicker.dream.world_model import WorldModel, WorldModelConfig
 
 __all__ = [
     "DreamEnv",

@@ -65,18 +65,25 @@ class Dreamer:
         real = [e for e in episodes if not e.imagined]
         return self.model.observe(real) if self.model is not None else {}
 
-    def imagine(self, iteration: int, group_offset: int,
-                generator: torch.Generator | None) -> tuple[list[Episode], dict[str, float]]:
-        """Dyna: `dyna_prompts` x G imagined episodes of fresh train problems, the confident
-        ones. Their group ids start at `group_offset` (they never share a group with real
-        episodes: a baseline mixes no real and imagined returns)."""
+    def imagine(self, iteration: int, group_offset: int, generator: torch.Generator | None,
+                seen: list[int] | None = None) -> tuple[list[Episode], dict[str, float]]:
+        """Dyna: `dyna_prompts` x G imagined episodes, the confident ones. Their problems are
+        the first `dyna_prompts` of `seen` (this iteration's real train problems, whose
+        transcripts the world model has just read: classic Dyna, new action sequences from
+        visited starts) when `dyna_problems` is "seen" and `seen` is given, else train problems
+        no real rollout draws. Their group ids start at `group_offset` (they never share a group
+        with real episodes: a baseline mixes no real and imagined returns)."""
         if not (self.cfg.dyna and self.ready):
             return [], {}
         r = self.rollout
         settings = RolloutSettings(r.group_size, r.temperature, r.top_p, r.max_action_tokens,
                                    r.max_turns, reuse_cache=r.reuse_cache)
-        base = DYNA_INDEX_OFFSET + (self.seed * 10_000_019 + iteration) * self.cfg.dyna_prompts
-        indices = [base + j for j in range(self.cfg.dyna_prompts)]
+        if self.cfg.dyna_problems == "seen" and seen:
+            indices = [seen[j % len(seen)] for j in range(self.cfg.dyna_prompts)]
+        else:
+            base = (DYNA_INDEX_OFFSET
+                    + (self.seed * 10_000_019 + iteration) * self.cfg.dyna_prompts)
+            indices = [base + j for j in range(self.cfg.dyna_prompts)]
         dreams = run_episodes(self.policy, self.world, "train", indices, settings, generator,
                               self.sampler, group_offset=group_offset)
         tokens = sum(e.meta["imagined_tokens"] for e in dreams)

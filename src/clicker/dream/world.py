@@ -17,11 +17,12 @@ step.
 
 from __future__ import annotations
 
+import itertools
 import random
 from collections.abc import Sequence
 from typing import Any
 
-from clicker.dream.world_model import FAILED, DreamRequest, Prediction, Predictor
+from clicker.dream.transcript import FAILED, DreamRequest, Prediction, Predictor
 from clicker.tasks.base import Split, Step, World
 
 
@@ -34,12 +35,14 @@ class DreamEnv:
 
     def __init__(self, world: DreamWorld, split: Split, index: int):
         self.world, self.split, self.index = world, split, index
+        self.key = next(world.keys)  # a new one for each episode (see DreamRequest.key)
         self.history: list[int] = []
         self.actions: list[str] = []
         self.turns, self.done, self.min_confidence = 0, False, 1.0
 
     def reset(self) -> str:
         prompt = self.world.real.make(self.split, self.index).reset()
+        self.key = next(self.world.keys)
         self.history = self.world.encode(prompt)
         self.actions, self.turns, self.done, self.min_confidence = [], 0, False, 1.0
         return prompt
@@ -49,7 +52,7 @@ class DreamEnv:
         if self.done:
             raise RuntimeError("step() after the episode ended; call reset()")
         return DreamRequest(self.history + self.world.encode(action), self.split, self.index,
-                            (*self.actions, action))
+                            (*self.actions, action), key=self.key, shared=len(self.history))
 
     def advance(self, action: str, p: Prediction) -> Step:
         """Take the predicted answer to `action`: extend the history, count the turn, end the
@@ -83,6 +86,7 @@ class DreamWorld:
         self.stop = tuple(real_world.stop)
         self.max_turns = real_world.max_turns
         self.max_action_tokens = real_world.max_action_tokens
+        self.keys = itertools.count()
 
     def encode(self, text: str) -> list[int]:
         return self.policy.encode(text)

@@ -21,9 +21,14 @@ turns costs about one transcript instead of n (keydoor rooms=2: 2.6x less forwar
 same loss and gradient).
 
 Departures and choices:
-- Uncertainty is the model's own probability of its greedy reply (exp of the summed log-probs of
-  the reply tokens, EOS included), not an ensemble: cheap, but a confident wrong reply stays
-  hidden (compare `dream/wm/confidence` with `dream/wm/obs_exact`).
+- Uncertainty is the model's own probability of the least probable token of its greedy reply
+  (EOS included), not an ensemble: cheap, but a confident wrong reply stays hidden (compare
+  `dream/wm/confidence` with `dream/wm/obs_exact`). The reply's whole probability (the product)
+  was the first choice; it punishes long observations for their length: on a keydoor_long smoke
+  run it averaged 0.04 and dropped every Dyna dream at min_confidence 0.5.
+- Dreams are generated in a KV session (`predict`): the candidates of one state share one
+  prefill of it, and an imagined episode's next turn feeds only its new tokens, as the runner
+  does for the policy. Training the model ends the session.
 - Histories drop the episode's own leading context (a lessons block): the env never saw it, and
   a DreamEnv, which builds histories from prompt, actions and observations, does not have it.
 - An episode's last turn is not learned when the episode was truncated or used the runner's
@@ -42,81 +47,28 @@ import copy
 import inspect
 import math
 import random
-import re
 from collections import deque
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any
 
 import torch
 from transformers import DynamicCache
 
 from clicker.core.types import Episode
+from clicker.dream.transcript import (  # noqa: F401  (re-exported: the module's public names)
+    FAILED,
+    DreamRequest,
+    Prediction,
+    Predictor,
+    Transition,
+    episode_transitions,
+    format_reply,
+    parse_reply,
+    transitions,
+)
 from clicker.rollout.sampler import Sampler
-from clicker.tasks.base import Split
-
-_HEADER = re.compile(r"\[r=([^\]\s]+)( end)?\]")
-
-
-def format_reply(reward: float, done: bool, observation: str) -> str:
-    """The reply text the world model learns to write (EOS follows it as a token).
-
-    The reward is written with `:g`, so it keeps 6 significant digits."""
-    return f"[r={reward:g}{' end' if done else ''}]{observation}"
-
-
-def parse_reply(text: str) -> tuple[float, bool, str] | None:
-    """(reward, done, observation) from a reply's text, or None when it is malformed (no header
-    at the start, or a reward that is not a finite number)."""
-    m = _HEADER.match(text)
-    if m is None:
-        return None
-    try:
-        reward = float(m.group(1))
-    except ValueError:
-        return None
-    if not math.isfinite(reward):
-        return None
-    return reward, m.group(2) is not None, text[m.end():]
-
-
-@dataclass(frozen=True)
-class Transition:
-    """One real step: the history the env answered and what it answered."""
-
-    history: tuple[int, ...]  # episode tokens (without leading context) up to the action's end
-    reward: float
-    done: bool
-    observation: str
-
-
-def transitions(episodes: Sequence[Episode], max_turns: int, max_history: int) -> list[Transition]:
-    """One transition per turn of each real episode, in order.
-
-    Imagined episodes are skipped (a model must not learn from its own dreams). The last turn of
-    an episode that is truncated or has `max_turns` turns is skipped (the env may have ended it
-    for the turn limit). Histories longer than `max_history` tokens are skipped.
-    """
-    return [t for e in episodes for t in episode_transitions(e, max_turns, max_history)]
-
-
-def episode_transitions(e: Episode, max_turns: int, max_history: int) -> list[Transition]:
-    """`transitions` of one episode (each history is a prefix of the next)."""
-    if e.imagined:
-        return []
-    ctx = max(0, len(e.tokens) - e.world_tokens)  # leading context: the env never saw it
-    turns = e.turns
-    if turns and (e.truncated or len(turns) >= max_turns):
-        turns = turns[:-1]
-    out = []
-    for i, turn in enumerate(turns):
-        end = turn.action_span[1]
-        if end - ctx > max_history:
-            break
-        done = i == len(e.turns) - 1  # the env ended the episode after its last turn
-        out.append(Transition(tuple(e.tokens[ctx:end]), float(turn.reward), done,
-                              turn.observation))
-    return out
+from clicker.rollout.session import Session
 
 
 def _prefix_groups(histories: Sequence[tuple[int, ...]], rows: int
@@ -142,39 +94,6 @@ def _prefix_groups(histories: Sequence[tuple[int, ...]], rows: int
         chunks[-1].append(g)
         n += len(g[1])
     return chunks
-
-
-@dataclass(frozen=True)
-class Prediction:
-    """A world model's answer to one action. ok False: the reply was malformed (then done,
-    reward 0, confidence 0: a dream ends where the model cannot say what happens)."""
-
-    observation: str
-    reward: float
-    done: bool
-    confidence: float  # the model's probability of this reply (1 for an exact oracle)
-    ok: bool = True
-
-
-FAILED = Prediction("", 0.0, True, 0.0, False)
-
-
-@dataclass(frozen=True)
-class DreamRequest:
-    """What a predictor gets for one action: the learned model reads `history` (token ids of
-    prompt, actions and observations so far, this action last); an exact oracle replays
-    `actions` in a fresh real env at (split, index)."""
-
-    history: list[int]
-    split: Split
-    index: int
-    actions: tuple[str, ...]
-
-
-class Predictor(Protocol):
-    """Anything that answers actions in place of the env: a WorldModel, an OracleModel."""
-
-    def predict(self, requests: list[DreamRequest]) -> list[Prediction]: ...
 
 
 @dataclass(frozen=True)
@@ -229,6 +148,8 @@ class WorldModel:
         self.rng = random.Random(cfg.seed)
         self.updates = 0
         self.sampler = Sampler(model, tokenizer, eos_id=self.eos_id, pad_id=self.pad_id)
+        self._session: Session | None = None  # dreams in flight (see predict)
+        self._row_of: dict[int, int] = {}  # request key -> its session row
         params = inspect.signature(model.forward).parameters
         self._one_logit = {"logits_to_keep": 1} if "logits_to_keep" in params else {}
         self._cache_kw = "cache" if "cache" in params else "past_key_values"
@@ -257,13 +178,48 @@ class WorldModel:
     # ---- prediction ------------------------------------------------------------------------
 
     def predict(self, requests: list[DreamRequest]) -> list[Prediction]:
-        """Predictor: greedy replies to each request's history, in one batched generation."""
-        return self.predict_histories([r.history for r in requests])
+        """Predictor: greedy replies to each request's history, in one batched generation.
+
+        Continues the KV session when every request's key is a row of it (the same imagined
+        episodes, one turn on); otherwise starts one, prefilling each distinct state (a
+        request's first `shared` tokens) once for all the requests that share it."""
+        out = [FAILED] * len(requests)
+        rows = [i for i, r in enumerate(requests) if 0 < len(r.history) <= self.max_history]
+        if not rows:
+            return out
+        self.model.eval()
+        reqs = [requests[i] for i in rows]
+        keys = [r.key for r in reqs]
+        fresh = (self._session is None or None in keys or len(set(keys)) < len(keys)
+                 or any(k not in self._row_of for k in keys))
+        if fresh:
+            self._session = self.sampler.session()
+            groups: dict[tuple[int, ...], list[int]] = {}
+            for j, r in enumerate(reqs):
+                shared = min(max(1, r.shared), len(r.history))
+                groups.setdefault(tuple(r.history[:shared]), []).append(j)
+            n = max(len(g) for g in groups.values())
+            self._session.sample([list(p) for p in groups], num_samples=n, max_new_tokens=1,
+                                 temperature=0.0)
+            row = [0] * len(reqs)
+            for g, members in enumerate(groups.values()):
+                for m, j in enumerate(members):
+                    row[j] = g * n + m
+        else:
+            row = [self._row_of[k] for k in keys]  # type: ignore[index]
+        assert self._session is not None
+        order = sorted(range(len(reqs)), key=row.__getitem__)
+        samples = self._session.sample(
+            [reqs[j].history for j in order], rows=[row[j] for j in order],
+            max_new_tokens=self.cfg.max_reply_tokens, temperature=0.0)
+        self._row_of = {k: row[j] for j in order if (k := keys[j]) is not None}
+        self._parse([rows[j] for j in order], samples, out)
+        return out
 
     def predict_histories(self, histories: list[list[int]]) -> list[Prediction]:
-        """Greedy reply to each history (one batched generation). A history with no room left
-        for the reply budget, a reply that never ends (no EOS within max_reply_tokens) or one
-        that does not parse gives FAILED."""
+        """Greedy reply to each history (one batched generation, no session). A history with
+        no room left for the reply budget, a reply that never ends (no EOS within
+        max_reply_tokens) or one that does not parse gives FAILED."""
         out = [FAILED] * len(histories)
         rows = [i for i, h in enumerate(histories) if 0 < len(h) <= self.max_history]
         if not rows:
@@ -271,6 +227,12 @@ class WorldModel:
         self.model.eval()
         samples = self.sampler.sample([list(histories[i]) for i in rows],
                                       max_new_tokens=self.cfg.max_reply_tokens, temperature=0.0)
+        self._parse(rows, samples, out)
+        return out
+
+    def _parse(self, rows: list[int], samples: Any, out: list[Prediction]) -> None:
+        """out[rows[k]] = the parsed reply of samples' row k (left FAILED when it did not end
+        or does not parse)."""
         for i, toks, lps, fin in zip(rows, samples.tokens, samples.logprobs, samples.finished):
             if not fin:
                 continue
@@ -278,8 +240,7 @@ class WorldModel:
             if parsed is None:
                 continue
             reward, done, obs = parsed
-            out[i] = Prediction(obs, reward, done, math.exp(sum(lps)), True)
-        return out
+            out[i] = Prediction(obs, reward, done, math.exp(min(lps)), True)
 
     # ---- learning --------------------------------------------------------------------------
 
@@ -356,6 +317,7 @@ class WorldModel:
         """One AdamW step of cross-entropy on the reply tokens (header, observation, EOS) only;
         the mean is over all reply tokens of the batch. Returns that mean."""
         self.model.train()
+        self._session = None  # its cache holds the old weights' keys
         replies = [self.reply_ids(t) for t in batch]
         total = sum(len(r) for r in replies)
         self.optimizer.zero_grad(set_to_none=True)

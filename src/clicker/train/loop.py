@@ -240,7 +240,7 @@ def train(cfg: Config, run_dir: Path | None = None, *, resume: bool = False) -> 
             dreams = []
             if dreamer is not None:  # the world model learns from the real episodes, then dreams
                 m_dream = dreamer.observe(episodes) | dreamer.plan_metrics()
-                dreams, m_dyna = dreamer.imagine(it, cfg.rollout.prompts, generator)
+                dreams, m_dyna = dreamer.imagine(it, cfg.rollout.prompts, generator, indices)
                 m_dream |= m_dyna | {"dream/imagined_tokens": float(dreamer.imagined_tokens)}
             batch = Batch.from_episodes(episodes + dreams, policy.pad_id)
             # --- credit -------------------------------------------------------------------
