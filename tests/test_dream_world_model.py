@@ -358,5 +358,16 @@ def _session_predictions_match_fresh_ones(policy, wm, world, test):
     calls.append(([env.request(a) for env, a in zip(envs, actions)], None, None))
     calls[-1] = (calls[-1][0], wm.predict(calls[-1][0]), None)
     assert len({r.shared for r in calls[-1][0]}) == 1
+    # the same candidates forked from a tracked real state (the planner's trunk): no new
+    # session is prefilled for them
+    wm.track([7, 99], [list(e.tokens[:e.turns[0].action_span[0]]), list(state)])
+    made = []
+    session = wm.sampler.session
+    wm.sampler.session = lambda: made.append(1) or session()  # type: ignore[method-assign]
+    envs = [dw.resume("test", 0, state, [e.turns[0].action], base=99) for _ in actions]
+    requests = [env.request(a) for env, a in zip(envs, actions)]
+    calls.append((requests, wm.predict(requests), None))
+    wm.sampler.session = session  # type: ignore[method-assign]
+    assert not made and all(r.base == 99 for r in requests)
     for requests, preds, _ in calls:
         _same(preds, wm.predict_histories([r.history for r in requests]))

@@ -372,3 +372,33 @@ def test_session_sampling_is_seeded_and_rejects_misuse(model, tokenizer, prompts
         s.sample(prompts[:1], rows=[7], **kw)
     with pytest.raises(ValueError, match="increasing"):
         s.sample(prompts[:2], rows=[1, 0], **kw)
+
+
+@pytest.mark.parametrize("arch", ["model", "gpt2"])
+def test_session_feed_and_fork_match_fresh_prefill(arch, request, tokenizer, prompts) -> None:
+    """A trunk session fed its rows' new tokens (one row left out, which keeps its cache), then
+    forked into candidates that each append their own tokens, samples what a fresh prefill of
+    each candidate's context samples; the trunk itself is unchanged by the fork."""
+    model = request.getfixturevalue(arch)
+    sampler = Sampler(model, tokenizer, eos_id=EOS)
+    kw = {"max_new_tokens": 6, "temperature": 0.0}
+    trunk = sampler.session()
+    trunk.sample([list(p) for p in prompts], max_new_tokens=1, temperature=0.0)
+    grown = [list(p) + tokenizer.encode(x, add_special_tokens=False)
+             for p, x in zip(prompts, ["ab", "\n7=?", "c"])]
+    trunk.feed({0: grown[0], 2: grown[2]})  # row 1 is not fed: it keeps its prompt
+    states = [grown[0], list(prompts[1]), grown[2]]
+    tails = [tokenizer.encode(t, add_special_tokens=False) for t in ["1", "23", "x+"]]
+    fork = trunk.fork([0, 1, 2], 3)
+    contexts = [states[r] + tails[m] for r in range(3) for m in range(3)]
+    out = fork.sample(contexts, rows=list(range(9)), **kw)
+    fresh = Sampler(model, tokenizer, eos_id=EOS).sample(contexts, **kw)
+    assert out.tokens == fresh.tokens
+    for a, b in zip(out.logprobs, fresh.logprobs):
+        torch.testing.assert_close(torch.tensor(a), torch.tensor(b), atol=1e-5, rtol=0)
+    again = trunk.fork([2], 1).sample([states[2] + tails[0]], rows=[0], **kw)
+    assert again.tokens == [out.tokens[6]]
+    with pytest.raises(ValueError, match="not in the session"):
+        trunk.feed({5: grown[0]})
+    with pytest.raises(ValueError, match="cannot fork"):
+        trunk.fork([4], 2)

@@ -88,6 +88,9 @@ class Planner:
                   if e.prefix == 0 and self._wants(lps)]
         if not chosen:
             return samples
+        track = getattr(self.world.predictor, "track", None)
+        if track is not None:  # a learned model keeps the real states' KV cache between turns
+            track([id(e) for e in states], [e.tokens[e.context_tokens:] for e in states])
         extra = self.sampler.sample(
             [states[i].tokens for i in chosen], num_samples=self.k - 1,
             max_new_tokens=max(budgets[i] for i in chosen), temperature=settings.temperature,
@@ -131,7 +134,7 @@ class Planner:
         for i, toks, lps, _ in cands:
             s = states[i]
             env = self.world.resume(split, s.index, s.tokens[s.context_tokens:],
-                                    [t.action for t in s.turns])
+                                    [t.action for t in s.turns], base=id(s))
             dreams.append(LiveEpisode(
                 env, s.group, s.index, list(s.tokens) + list(toks),
                 list(s.action_mask) + [True] * len(toks), list(s.logprobs) + list(lps),

@@ -107,6 +107,8 @@ class DreamRequest:
     # (requests with the same state share one prefill)
     key: int | None = None
     shared: int = 0
+    # the real state this dream branches from (the planner's; `WorldModel.track` holds it)
+    base: int | None = None
 
 
 class Predictor(Protocol):

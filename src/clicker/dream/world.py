@@ -39,6 +39,9 @@ class DreamEnv:
         self.history: list[int] = []
         self.actions: list[str] = []
         self.turns, self.done, self.min_confidence = 0, False, 1.0
+        # the real state a planner's dream branches from, and its turn count (resume)
+        self.base: int | None = None
+        self.base_turn = 0
 
     def reset(self) -> str:
         prompt = self.world.real.make(self.split, self.index).reset()
@@ -52,7 +55,8 @@ class DreamEnv:
         if self.done:
             raise RuntimeError("step() after the episode ended; call reset()")
         return DreamRequest(self.history + self.world.encode(action), self.split, self.index,
-                            (*self.actions, action), key=self.key, shared=len(self.history))
+                            (*self.actions, action), key=self.key, shared=len(self.history),
+                            base=self.base if self.turns == self.base_turn else None)
 
     def advance(self, action: str, p: Prediction) -> Step:
         """Take the predicted answer to `action`: extend the history, count the turn, end the
@@ -95,12 +99,14 @@ class DreamWorld:
         return DreamEnv(self, split, index)
 
     def resume(self, split: Split, index: int, history: Sequence[int],
-               actions: Sequence[str]) -> DreamEnv:
+               actions: Sequence[str], base: int | None = None) -> DreamEnv:
         """A DreamEnv at a mid-episode state of a real (or dreamed) episode: `history` is its
         token ids without our own leading context, `actions` the actions taken so far. The
-        planner dreams from here."""
+        planner dreams from here; `base` names the state for a predictor that holds it
+        (`WorldModel.track`)."""
         env = DreamEnv(self, split, index)
         env.history, env.actions, env.turns = list(history), list(actions), len(actions)
+        env.base, env.base_turn = base, len(actions)
         return env
 
     def reference(self, split: Split, index: int) -> str:

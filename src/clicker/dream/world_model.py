@@ -150,6 +150,9 @@ class WorldModel:
         self.sampler = Sampler(model, tokenizer, eos_id=self.eos_id, pad_id=self.pad_id)
         self._session: Session | None = None  # dreams in flight (see predict)
         self._row_of: dict[int, int] = {}  # request key -> its session row
+        self._trunk: Session | None = None  # the real states dreamed from (see track)
+        self._trunk_rows: dict[int, int] = {}
+        self._trunk_len: dict[int, int] = {}
         params = inspect.signature(model.forward).parameters
         self._one_logit = {"logits_to_keep": 1} if "logits_to_keep" in params else {}
         self._cache_kw = "cache" if "cache" in params else "past_key_values"
@@ -190,23 +193,33 @@ class WorldModel:
         self.model.eval()
         reqs = [requests[i] for i in rows]
         keys = [r.key for r in reqs]
-        fresh = (self._session is None or None in keys or len(set(keys)) < len(keys)
-                 or any(k not in self._row_of for k in keys))
-        if fresh:
-            self._session = self.sampler.session()
-            groups: dict[tuple[int, ...], list[int]] = {}
+        if (self._session is not None and None not in keys and len(set(keys)) == len(keys)
+                and all(k in self._row_of for k in keys)):  # the same dreams, a turn on
+            row = [self._row_of[k] for k in keys]  # type: ignore[index]
+        elif self._trunk is not None and all(self._on_trunk(r) for r in reqs):
+            # candidates from tracked real states: fork the states' rows, no prefill
+            groups: dict[int, list[int]] = {}
             for j, r in enumerate(reqs):
-                shared = min(max(1, r.shared), len(r.history))
-                groups.setdefault(tuple(r.history[:shared]), []).append(j)
+                groups.setdefault(r.base, []).append(j)  # type: ignore[arg-type]
             n = max(len(g) for g in groups.values())
-            self._session.sample([list(p) for p in groups], num_samples=n, max_new_tokens=1,
-                                 temperature=0.0)
+            self._session = self._trunk.fork([self._trunk_rows[b] for b in groups], n)
             row = [0] * len(reqs)
             for g, members in enumerate(groups.values()):
                 for m, j in enumerate(members):
                     row[j] = g * n + m
         else:
-            row = [self._row_of[k] for k in keys]  # type: ignore[index]
+            self._session = self.sampler.session()
+            shared: dict[tuple[int, ...], list[int]] = {}
+            for j, r in enumerate(reqs):
+                cut = min(max(1, r.shared), len(r.history))
+                shared.setdefault(tuple(r.history[:cut]), []).append(j)
+            n = max(len(g) for g in shared.values())
+            self._session.sample([list(p) for p in shared], num_samples=n, max_new_tokens=1,
+                                 temperature=0.0)
+            row = [0] * len(reqs)
+            for g, members in enumerate(shared.values()):
+                for m, j in enumerate(members):
+                    row[j] = g * n + m
         assert self._session is not None
         order = sorted(range(len(reqs)), key=row.__getitem__)
         samples = self._session.sample(
@@ -229,6 +242,23 @@ class WorldModel:
                                       max_new_tokens=self.cfg.max_reply_tokens, temperature=0.0)
         self._parse(rows, samples, out)
         return out
+
+    def track(self, keys: list[int], histories: list[list[int]]) -> None:
+        """Hold the real states the planner dreams from (key -> its token ids so far) in a
+        trunk KV session: it prefills them once and then only their new tokens each turn, and
+        `predict` forks candidates from it (requests whose `base` is a tracked key)."""
+        self.model.eval()
+        if self._trunk is None or any(k not in self._trunk_rows for k in keys):
+            self._trunk = self.sampler.session()
+            self._trunk.sample([list(h) for h in histories], max_new_tokens=1, temperature=0.0)
+            self._trunk_rows = {k: i for i, k in enumerate(keys)}
+        else:
+            self._trunk.feed({self._trunk_rows[k]: list(h) for k, h in zip(keys, histories)})
+        self._trunk_len = {k: len(h) for k, h in zip(keys, histories)}
+
+    def _on_trunk(self, r: DreamRequest) -> bool:
+        """Whether r branches from a tracked state as it now is."""
+        return r.base in self._trunk_rows and self._trunk_len.get(r.base) == r.shared
 
     def _parse(self, rows: list[int], samples: Any, out: list[Prediction]) -> None:
         """out[rows[k]] = the parsed reply of samples' row k (left FAILED when it did not end
@@ -317,7 +347,7 @@ class WorldModel:
         """One AdamW step of cross-entropy on the reply tokens (header, observation, EOS) only;
         the mean is over all reply tokens of the batch. Returns that mean."""
         self.model.train()
-        self._session = None  # its cache holds the old weights' keys
+        self._session = self._trunk = None  # their caches hold the old weights' keys
         replies = [self.reply_ids(t) for t in batch]
         total = sum(len(r) for r in replies)
         self.optimizer.zero_grad(set_to_none=True)

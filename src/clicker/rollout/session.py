@@ -5,6 +5,7 @@ See `Session`. Shares the sampler's cache layers, token choice and argument chec
 
 from __future__ import annotations
 
+import copy
 import itertools
 from collections.abc import Sequence
 
@@ -84,6 +85,45 @@ class Session:
         self._ids = list(rows)
         self._fed = [self._fed[i] for i in keep]
         self._slot_of = [self._slot_of[i] for i in keep]
+
+    @torch.no_grad()
+    def feed(self, contexts: dict[int, list[int]]) -> None:
+        """Extend the listed rows' caches to their full current contexts (row id -> context)
+        without sampling; rows not listed are kept as they are (unlike `sample`)."""
+        if self.cache is None or self._mask is None:
+            raise ValueError("feed needs a session that has made its rows (call sample first)")
+        missing = [r for r in contexts if r not in self._ids]
+        if missing:
+            raise ValueError(f"rows {missing[:5]} are not in the session (dropped or never made)")
+        # an unlisted row gets its own fed tokens: only its last token is fed again (its old
+        # slot masked), which leaves its cache as it was
+        ctxs = [list(contexts.get(r, self._fed[i])) for i, r in enumerate(self._ids)]
+        with _attention_kernels(self._mask.device):
+            self._extend(ctxs, self._mask.device)
+
+    def fork(self, rows: list[int], n: int = 1) -> Session:
+        """A new session whose rows are copies of `rows`, each `n` times (ids 0.., row-major):
+        candidates branching from shared states without prefilling them again. This session
+        is left as it was."""
+        if self.cache is None or self._mask is None:
+            raise ValueError("fork needs a session that has made its rows (call sample first)")
+        where = {r: i for i, r in enumerate(self._ids)}
+        missing = [r for r in rows if r not in where]
+        if missing or n < 1:
+            raise ValueError(f"cannot fork rows {missing[:5]} x {n}")
+        idx = [where[r] for r in rows]
+        t = torch.tensor(idx, dtype=torch.long, device=self._mask.device)
+        out = Session(self.sampler)
+        out.cache = copy.deepcopy(self.cache)
+        out.cache.batch_select_indices(t)
+        if n > 1:
+            out.cache.batch_repeat_interleave(n)
+        out._mask = self._mask.index_select(0, t).repeat_interleave(n, dim=0)
+        out._slots = self._slots
+        out._ids = list(range(len(rows) * n))
+        out._fed = [list(self._fed[i]) for i in idx for _ in range(n)]
+        out._slot_of = [list(self._slot_of[i]) for i in idx for _ in range(n)]
+        return out
 
     @torch.no_grad()
     def sample(
