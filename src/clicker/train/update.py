@@ -27,6 +27,7 @@ from clicker.core.losses import aggregate, clipped_pg_loss, kl_k3, token_logprob
 from clicker.core.types import Batch, DistillTargets
 from clicker.models.policy import Policy
 from clicker.models.shared_prefix import shared_prefix_logits
+from clicker.train.distributed import DataParallel
 
 
 @dataclass
@@ -50,12 +51,15 @@ def policy_update(
     reference: torch.nn.Module | None = None,
     generator: torch.Generator | None = None,
     distill: DistillTargets | None = None,
+    dp: DataParallel | None = None,
 ) -> UpdateResult:
     """Run cfg.epochs x cfg.minibatches optimizer steps on one batch.
 
     advantages (B, T) float, 0 off batch.action_mask. `distill`: a teacher's distributions; the
     loss then adds weight * D_alpha(student, teacher) at its masked tokens, aggregated like the
-    policy loss over all action tokens (tokens without a teacher count as 0).
+    policy loss over all action tokens (tokens without a teacher count as 0). `dp`: run data
+    parallel (`clicker.train.distributed`): every rank passes the same batch and runs its share
+    of each minibatch's rows; gradients and statistics are summed over the ranks.
     """
     model = policy.model
     model.train()
@@ -78,6 +82,8 @@ def policy_update(
     skipped = 0
     for _ in range(cfg.epochs):
         order = torch.randperm(B, generator=generator)
+        if dp is not None:  # one order for all ranks, whatever their generators
+            order = dp.broadcast(order)
         for mb in _chunks(order, cfg.minibatches):
             mb_tokens = batch.action_mask[mb].sum().clamp(min=1)
             optimizer.zero_grad(set_to_none=True)
@@ -85,6 +91,8 @@ def policy_update(
             stats: dict[str, float] = {}
             finite = True
             live = mb[signal[mb]]
+            if dp is not None:
+                live = dp.shard(live)
             if len(live) == 0:  # a zero gradient, as a step over these rows would have had
                 for p in model.parameters():
                     p.grad = torch.zeros_like(p)
@@ -134,6 +142,11 @@ def policy_update(
                 weights += float(weight)
                 for k, v in st.items():
                     stats[k] = stats.get(k, 0.0) + float(v) * float(weight)
+            if dp is not None:  # the step every rank takes: the sum of their gradients
+                finite = dp.all_true(finite)
+                if finite:
+                    dp.reduce_grads(model.parameters())
+                stats, weights = dp.merge(stats, weights)
             for k in stats:  # the loss sums over the minibatch; the rest: mean over rows trained
                 if k not in ("loss", "kl_ref", "distill") and weights > 0:
                     stats[k] /= weights

@@ -1,0 +1,114 @@
+"""Data-parallel updates over torch.distributed (issue 8): `torchrun --nproc_per_node N`.
+
+Every process holds the whole batch (the loop gathers the episodes each rank sampled) and the
+same parameters. In each optimizer step, each rank runs the forward and backward passes of its
+share of the minibatch's rows; the gradients are summed across ranks (all-reduce), so the step
+is the one a single process takes over the whole minibatch. This is exact, not an average of
+per-rank means: each rank weights its micro-batches by the *global* minibatch's token or row
+count (as `policy_update` does for gradient accumulation), so the sum of the ranks' gradients is
+the single process's gradient, up to float summation order. Gradient-norm clipping and the
+non-finite skip then see the same reduced gradient on every rank and agree.
+
+Why not `DistributedDataParallel`: the update leaves out rows with zero advantage, so ranks run
+different numbers of forward passes per step (possibly none); DDP's hooks need every rank to
+run the same backward passes, and its mean over ranks would have to be undone. One bucketed
+all-reduce of the flattened gradients after the micro-batches does what DDP's hooks do, without
+overlapping communication with the backward pass (it matters little on CPU/gloo; on GPUs it is
+the first thing to add). FSDP, for models that do not fit one device, is not implemented.
+"""
+
+from __future__ import annotations
+
+import datetime
+import os
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+import torch.distributed as dist
+
+_BUCKET_BYTES = 32 << 20  # gradients all-reduced per call
+
+
+@dataclass
+class DataParallel:
+    """This process's place in a torch.distributed process group (`rank` of `world`)."""
+
+    rank: int
+    world: int
+
+    @classmethod
+    def from_env(cls, *, timeout_s: float = 600.0) -> DataParallel | None:
+        """The process group torchrun describes (WORLD_SIZE > 1 in the environment), joined
+        with gloo (nccl on CUDA) if it is not yet; None when there is one process."""
+        world = int(os.environ.get("WORLD_SIZE", "1"))
+        if world <= 1:
+            return None
+        if not dist.is_initialized():
+            backend = "nccl" if torch.cuda.is_available() else "gloo"
+            dist.init_process_group(backend, timeout=datetime.timedelta(seconds=timeout_s))
+        return cls(dist.get_rank(), dist.get_world_size())
+
+    @property
+    def main(self) -> bool:
+        """Rank 0: the process that writes metrics, checkpoints and reports."""
+        return self.rank == 0
+
+    def shard(self, rows: torch.Tensor) -> torch.Tensor:
+        """This rank's share of `rows` (strided, so ranks differ by at most one row)."""
+        return rows[self.rank::self.world]
+
+    def broadcast(self, t: torch.Tensor) -> torch.Tensor:
+        """Rank 0's `t` on every rank (same shape and dtype everywhere)."""
+        t = t.clone()
+        dist.broadcast(t, src=0)
+        return t
+
+    def all_true(self, flag: bool) -> bool:
+        t = torch.tensor([1 if flag else 0], dtype=torch.int64)
+        dist.all_reduce(t, op=dist.ReduceOp.MIN)
+        return bool(t.item())
+
+    def reduce_grads(self, params: Iterable[torch.nn.Parameter]) -> None:
+        """Sum every parameter's gradient over the ranks (a missing gradient counts as 0 and
+        becomes a zero tensor), in buckets of flattened gradients."""
+        params = [p for p in params if p.requires_grad]
+        for p in params:
+            if p.grad is None:
+                p.grad = torch.zeros_like(p)
+        bucket: list[torch.Tensor] = []
+        size = 0
+        for p in params:
+            bucket.append(p.grad)
+            size += p.grad.numel() * p.grad.element_size()
+            if size >= _BUCKET_BYTES:
+                self._reduce(bucket)
+                bucket, size = [], 0
+        if bucket:
+            self._reduce(bucket)
+
+    @staticmethod
+    def _reduce(grads: list[torch.Tensor]) -> None:
+        flat = torch.cat([g.reshape(-1) for g in grads])
+        dist.all_reduce(flat)
+        offset = 0
+        for g in grads:
+            g.copy_(flat[offset:offset + g.numel()].view_as(g))
+            offset += g.numel()
+
+    def merge(self, stats: dict[str, float], weight: float) -> tuple[dict[str, float], float]:
+        """Sums over the ranks of weighted statistics and of their weights."""
+        gathered: list[Any] = [None] * self.world
+        dist.all_gather_object(gathered, (stats, weight))
+        out: dict[str, float] = {}
+        for s, _ in gathered:
+            for k, v in s.items():
+                out[k] = out.get(k, 0.0) + v
+        return out, sum(w for _, w in gathered)
+
+    def gather(self, items: Sequence[Any]) -> list[Any]:
+        """Every rank's items, rank-major (picklable objects, e.g. episodes)."""
+        gathered: list[Any] = [None] * self.world
+        dist.all_gather_object(gathered, list(items))
+        return [x for part in gathered for x in part]
