@@ -55,6 +55,11 @@ class DataParallel:
         """Rank 0: the process that writes metrics, checkpoints and reports."""
         return self.rank == 0
 
+    def span(self, n: int) -> tuple[int, int]:
+        """This rank's contiguous share [lo, hi) of n items (rank-major: gathering the shares
+        in rank order gives the items back in order)."""
+        return n * self.rank // self.world, n * (self.rank + 1) // self.world
+
     def shard(self, rows: torch.Tensor) -> torch.Tensor:
         """This rank's share of `rows` (strided, so ranks differ by at most one row)."""
         return rows[self.rank::self.world]
@@ -64,6 +69,10 @@ class DataParallel:
         t = t.clone()
         dist.broadcast(t, src=0)
         return t
+
+    def first(self, x: int) -> int:
+        """Rank 0's value of an integer (counters every rank must agree on)."""
+        return int(self.broadcast(torch.tensor([x], dtype=torch.int64)).item())
 
     def all_true(self, flag: bool) -> bool:
         t = torch.tensor([1 if flag else 0], dtype=torch.int64)
@@ -96,6 +105,16 @@ class DataParallel:
         for g in grads:
             g.copy_(flat[offset:offset + g.numel()].view_as(g))
             offset += g.numel()
+
+    def in_sync(self, model: torch.nn.Module) -> bool:
+        """Whether every rank holds exactly the same parameters (compared by a float64 digest of
+        each tensor: its sum and its sum of squares)."""
+        with torch.no_grad():
+            digest = [(float(p.double().sum()), float(p.double().square().sum()))
+                      for p in model.parameters()]
+        gathered: list[Any] = [None] * self.world
+        dist.all_gather_object(gathered, digest)
+        return all(g == gathered[0] for g in gathered)
 
     def merge(self, stats: dict[str, float], weight: float) -> tuple[dict[str, float], float]:
         """Sums over the ranks of weighted statistics and of their weights."""

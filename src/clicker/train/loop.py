@@ -35,6 +35,7 @@ from clicker.train.checkpoint import (
     set_rng_state,
     write_atomic,
 )
+from clicker.train.distributed import DataParallel
 from clicker.train.metrics import MetricsLog
 from clicker.train.progress import TrainProgress
 from clicker.train.update import policy_update
@@ -139,6 +140,16 @@ def train(cfg: Config, run_dir: Path | None = None, *, resume: bool = False) -> 
     """Train a policy as configured; returns the run summary (also in summary.json)."""
     t_start = time.time()
     run_dir = Path(run_dir or cfg.train.run_dir or default_run_dir(cfg))
+    dp = DataParallel.from_env()  # under torchrun: data-parallel (clicker.train.distributed)
+    if dp is not None:
+        if cfg.dream.enabled or cfg.lessons.enabled:
+            raise ValueError("dream and lessons do not run under torchrun yet (issue 8); "
+                             "train them in one process")
+        if resume:
+            raise ValueError("resuming under torchrun is not supported yet (issue 8): "
+                             "transformers writes weights on rank 0 only")
+        if not dp.main:  # rank 0 owns the run dir; the others log under ranks/<rank>
+            run_dir = run_dir / "ranks" / str(dp.rank)
     run_dir.mkdir(parents=True, exist_ok=True)
     ckpt = latest_checkpoint(run_dir) if resume else None
     has_metrics = (run_dir / "metrics.jsonl").is_file() and (run_dir / "metrics.jsonl").stat().st_size
@@ -163,7 +174,9 @@ def train(cfg: Config, run_dir: Path | None = None, *, resume: bool = False) -> 
     u = cfg.update
     optimizer = torch.optim.AdamW(policy.model.parameters(), lr=u.lr, weight_decay=u.weight_decay,
                                   betas=(0.9, 0.99))
-    generator = torch.Generator(device=policy.device).manual_seed(cfg.train.seed)
+    # each rank samples its own share of the prompts, so its own stream (rank 0: the seed's)
+    rank = dp.rank if dp is not None else 0
+    generator = torch.Generator(device=policy.device).manual_seed(cfg.train.seed + 7919 * rank)
     cpu_gen = torch.Generator().manual_seed(cfg.train.seed + 1)
     sampler = Sampler(policy.model, policy.tokenizer)
     settings = RolloutSettings(cfg.rollout.group_size, cfg.rollout.temperature, cfg.rollout.top_p,
@@ -214,6 +227,8 @@ def train(cfg: Config, run_dir: Path | None = None, *, resume: bool = False) -> 
         return r.success
 
     tc = cfg.train
+    if dp is not None and not dp.main:  # rank 0 evaluates (every rank holds the same policy)
+        tc = tc.model_copy(update={"eval_every": 0})
     first_eval = held_out(lessons) if (start == 0 and tc.eval_every) else None
     progress = TrainProgress(tc.iterations, start, enabled=tc.progress)
     if first_eval is not None:
@@ -231,9 +246,14 @@ def train(cfg: Config, run_dir: Path | None = None, *, resume: bool = False) -> 
             # --- rollout ------------------------------------------------------------------
             base = tc.seed * 10_000_019 + it * cfg.rollout.prompts
             indices = [base + j for j in range(cfg.rollout.prompts)]
-            episodes = run_episodes(policy, world, "train", indices, settings, generator, sampler,
-                                    context=lessons,
-                                    planner=dreamer.plan() if dreamer is not None else None)
+            if dp is None:
+                episodes = run_episodes(
+                    policy, world, "train", indices, settings, generator, sampler,
+                    context=lessons, planner=dreamer.plan() if dreamer is not None else None)
+            else:  # this rank's prompts, then every rank's episodes in prompt order
+                lo, hi = dp.span(len(indices))
+                episodes = dp.gather(run_episodes(policy, world, "train", indices[lo:hi],
+                                                  settings, generator, sampler, group_offset=lo))
             t_roll = time.time() - t0
             world_tokens += sum(e.world_tokens for e in episodes)
             m_dream: dict[str, float] = {}
@@ -247,6 +267,8 @@ def train(cfg: Config, run_dir: Path | None = None, *, resume: bool = False) -> 
             ctx.iteration = it
             credit_out = credit(batch)
             world_tokens += credit_out.world_tokens  # e.g. Monte-Carlo continuations
+            if dp is not None:  # continuations differ by rank: rank 0's count ends the run
+                world_tokens = dp.first(world_tokens)
             advantages = credit_out.advantages
             if dreams:
                 advantages = dreamer.weigh(batch, advantages)
@@ -254,13 +276,14 @@ def train(cfg: Config, run_dir: Path | None = None, *, resume: bool = False) -> 
             result = policy_update(policy, optimizer, batch, advantages, cfg.update,
                                    temperature=cfg.rollout.temperature or 1.0,
                                    reference=reference, generator=cpu_gen,
-                                   distill=credit_out.distill)
+                                   distill=credit_out.distill, dp=dp)
             # --- log ----------------------------------------------------------------------
             action_tokens = sum(e.num_action_tokens for e in episodes)
             m = {
                 "world/tokens": world_tokens,
                 "world/tokens_iter": sum(e.world_tokens for e in episodes)
                 + credit_out.world_tokens,
+                "rollout/episodes": len(episodes),
                 "rollout/success": sum(e.success for e in episodes) / len(episodes),
                 "rollout/reward": sum(e.reward for e in episodes) / len(episodes),
                 "rollout/action_tokens_mean": action_tokens / len(episodes),
@@ -303,6 +326,7 @@ def train(cfg: Config, run_dir: Path | None = None, *, resume: bool = False) -> 
         write_gallery(run_dir, gallery_records(episodes, credit_out, policy.tokenizer, it,
                                                seed=tc.seed))
     summary = {"run_dir": str(run_dir), "iterations": done + 1, "world_tokens": world_tokens,
+               **({"ranks": dp.world, "ranks_in_sync": dp.in_sync(policy.model)} if dp else {}),
                "imagined_tokens": dreamer.imagined_tokens if dreamer is not None else 0,
                "initial_eval_success": first_eval, "final_eval_success": last_eval,
                **resources(t_start, iteration_s, policy.device)}
