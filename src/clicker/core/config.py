@@ -249,6 +249,13 @@ class UpdateConfig(_Section):
         2, ge=1, description="share_prefix: run the completions in this many passes of rows of "
         "similar length, each cut to its longest row (less padding, one more pass each)"
     )
+    mismatch: Literal["none", "token", "sequence"] = Field(
+        "none", description="rollout/trainer mismatch: recompute the sampled tokens' log-probs "
+        "with the trainer before the update, take the PPO ratio against them, and weight each "
+        "token (or sequence) by the truncated ratio trainer/sampler (an engine other than the "
+        "trainer, bf16 sampling); mismatch/* metrics"
+    )
+    mismatch_cap: float = Field(2.0, gt=0, description="mismatch: truncation of the weights")
 
 
 class TrainConfig(_Section):

@@ -16,6 +16,7 @@ are then means over the episodes trained on.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from dataclasses import dataclass
 
@@ -24,6 +25,7 @@ import torch
 from clicker.core.config import UpdateConfig
 from clicker.core.divergences import topk_divergence
 from clicker.core.losses import aggregate, clipped_pg_loss, kl_k3, token_logprobs
+from clicker.core.mismatch import mismatch_weights
 from clicker.core.types import Batch, DistillTargets
 from clicker.models.policy import Policy
 from clicker.models.shared_prefix import shared_prefix_logits
@@ -38,6 +40,26 @@ class UpdateResult:
 
 def _chunks(idx: torch.Tensor, n: int) -> list[torch.Tensor]:
     return [c for c in torch.tensor_split(idx, n) if c.numel()]
+
+
+@torch.no_grad()
+def trainer_logprobs(policy: Policy, batch: Batch, cfg: UpdateConfig,
+                     temperature: float) -> torch.Tensor:
+    """(B, T) the policy's log-probs of the batch's action tokens (0 elsewhere), aligned with
+    `batch.old_logprobs`, computed as the update's forward computes them."""
+    model = policy.model
+    model.eval()
+    out = torch.zeros_like(batch.old_logprobs)
+    rows = torch.arange(batch.shape[0], device=batch.input_ids.device)
+    micro = cfg.micro_batch or batch.shape[0]
+    for part in _chunks(rows, math.ceil(batch.shape[0] / micro)):
+        ids, att, act = batch.input_ids[part], batch.attention_mask[part], batch.action_mask[part]
+        prefix = int(act.float().argmax(-1).min()) if cfg.share_prefix else 0
+        logits = shared_prefix_logits(model, ids, att, prefix, cfg.length_buckets,
+                                      next_token_only=True)[:, :-1]
+        logp, _ = token_logprobs(logits, ids[:, 1:], temperature)
+        out[part, 1:] = logp.float() * act[:, 1:]
+    return out
 
 
 def policy_update(
@@ -62,10 +84,17 @@ def policy_update(
     of each minibatch's rows; gradients and statistics are summed over the ranks.
     """
     model = policy.model
-    model.train()
     dev = policy.device
     batch = batch.to(dev)
     advantages = advantages.to(dev)
+    mismatch: dict[str, float] = {}
+    if cfg.mismatch != "none":  # the trainer's own log-probs at the sampling weights
+        train_old = trainer_logprobs(policy, batch, cfg, temperature)
+        w, mismatch = mismatch_weights(train_old, batch.old_logprobs, batch.action_mask,
+                                       level=cfg.mismatch, cap=cfg.mismatch_cap)
+        batch = dataclasses.replace(batch, old_logprobs=train_old)
+        advantages = advantages * w
+    model.train()
     B = batch.shape[0]
     max_tokens = int(batch.action_mask.sum(-1).max())
     # rows that can move the loss: some non-zero advantage, or any row when a KL term applies
@@ -173,6 +202,7 @@ def policy_update(
         metrics.setdefault("loss/policy", 0.0)
         for k in ("entropy", "approx_kl", "clip_frac", "ratio_mean"):
             metrics.setdefault(names[k], math.nan)
+    metrics |= mismatch
     metrics["loss/skipped_steps"] = float(skipped)
     metrics["update/trained_fraction"] = float(signal.float().mean())
     return UpdateResult(metrics, skipped > 0 and counts == 0)
