@@ -52,6 +52,12 @@ class RolloutConfig(_Section):
         True, description="keep each episode's KV cache between turns (prefill only the new "
         "tokens); turn off for models with sliding-window attention"
     )
+    engine: str = Field("hf", description="rollout engine (clicker.rollout.engine; hf: the "
+                        "built-in KV-cache sampler)")
+    engine_dtype: Literal["float32", "bfloat16", "float16"] | None = Field(
+        None, description="sample on a replica in this dtype (weights copied each iteration; "
+        "see update.mismatch)")
+    engine_device: str | None = Field(None, description="sample on a replica on this device")
 
 
 class ValueConfig(_Section):

@@ -23,6 +23,7 @@ from clicker.core.types import Batch
 from clicker.credit import CreditContext, make_credit
 from clicker.experiment.gallery import gallery_records, write_gallery
 from clicker.models.policy import Policy
+from clicker.rollout.engine import make_engine
 from clicker.rollout.runner import RolloutSettings, run_episodes
 from clicker.rollout.sampler import Sampler
 from clicker.tasks import make_world
@@ -178,7 +179,8 @@ def train(cfg: Config, run_dir: Path | None = None, *, resume: bool = False) -> 
     rank = dp.rank if dp is not None else 0
     generator = torch.Generator(device=policy.device).manual_seed(cfg.train.seed + 7919 * rank)
     cpu_gen = torch.Generator().manual_seed(cfg.train.seed + 1)
-    sampler = Sampler(policy.model, policy.tokenizer)
+    sampler = make_engine(cfg.rollout.engine, policy, dtype=cfg.rollout.engine_dtype,
+                          device=cfg.rollout.engine_device)
     settings = RolloutSettings(cfg.rollout.group_size, cfg.rollout.temperature, cfg.rollout.top_p,
                                cfg.rollout.max_action_tokens, cfg.rollout.max_turns,
                                cfg.rollout.reuse_cache)
@@ -244,6 +246,7 @@ def train(cfg: Config, run_dir: Path | None = None, *, resume: bool = False) -> 
                 break
             t0 = time.time()
             # --- rollout ------------------------------------------------------------------
+            sampler.sync(it)  # the engine samples with the weights the update will train
             base = tc.seed * 10_000_019 + it * cfg.rollout.prompts
             indices = [base + j for j in range(cfg.rollout.prompts)]
             if dp is None:
