@@ -51,6 +51,9 @@ def train(
     set_: SetOpt = [],  # noqa: B006 - typer reads the default, never mutates it
     run_dir: Annotated[Path | None, typer.Option(help="run directory")] = None,
     resume: Annotated[Path | None, typer.Option(help="continue the run in this dir")] = None,
+    ray: Annotated[str | None, typer.Option(
+        help="rollouts on Ray workers: auto (join this machine's cluster, else start one), "
+             "local, or a cluster address")] = None,
 ) -> None:
     """Train a policy (default: GRPO on 2-digit addition with the built-in tiny model)."""
     from clicker.train.loop import train as run_training
@@ -61,7 +64,7 @@ def train(
         if not (resume / "config.yaml").is_file():
             raise ConfigError(f"--resume: no run (config.yaml) in {resume}")
         config, run_dir = resume / "config.yaml", resume
-    cfg = load_config(config, set_)
+    cfg = load_config(config, [*set_, *([f"rollout.ray={ray}"] if ray else [])])
     _check(cfg)
     summary = run_training(cfg, run_dir, resume=resume is not None)
     before, after = summary["initial_eval_success"], summary["final_eval_success"]

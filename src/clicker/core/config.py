@@ -58,6 +58,13 @@ class RolloutConfig(_Section):
         None, description="sample on a replica in this dtype (weights copied each iteration; "
         "see update.mismatch)")
     engine_device: str | None = Field(None, description="sample on a replica on this device")
+    shards: int = Field(0, ge=0, description="cut each iteration's prompts into this many "
+                        "shards, each sampled with its own seed, so that episodes do not depend "
+                        "on which process samples them (0: one batch, the loop's generator)")
+    ray: str | None = Field(None, description="sample on Ray rollout workers: auto (join this "
+                            "machine's cluster or start a local one), local, or an address")
+    workers: int = Field(2, ge=1, description="ray: rollout worker actors")
+    worker_threads: int = Field(1, ge=1, description="ray: torch threads per worker")
 
 
 class ValueConfig(_Section):

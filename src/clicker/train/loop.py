@@ -26,6 +26,7 @@ from clicker.models.policy import Policy
 from clicker.rollout.engine import make_engine
 from clicker.rollout.runner import RolloutSettings, run_episodes
 from clicker.rollout.sampler import Sampler
+from clicker.rollout.shards import run_shard, shard_spans
 from clicker.tasks import make_world
 from clicker.tasks.base import World
 from clicker.train.checkpoint import (
@@ -194,6 +195,17 @@ def train(cfg: Config, run_dir: Path | None = None, *, resume: bool = False) -> 
         value = next((s for _, s in credit.sources if s.name == "value"), None)
         dreamer = Dreamer(cfg.dream, cfg.rollout, policy, world, seed=cfg.train.seed,
                           value=value.state_value if value is not None else None)
+    pool = None  # Ray rollout workers
+    if cfg.rollout.ray:
+        if cfg.dream.enabled or cfg.lessons.enabled or dp is not None:
+            raise ValueError("Ray rollouts do not run with dream, lessons or torchrun yet "
+                             "(issue 8)")
+        from clicker.rollout.ray_workers import RayRollouts
+
+        pool = RayRollouts(cfg.model.model_dump(), cfg.task.model_dump(),
+                           workers=cfg.rollout.workers, address=cfg.rollout.ray,
+                           threads=cfg.rollout.worker_threads)
+    shards = cfg.rollout.shards or (cfg.rollout.workers if pool is not None else 0)
     start, world_tokens = 0, 0
     if ckpt is not None:
         state = load_trainer_state(ckpt)
@@ -249,7 +261,15 @@ def train(cfg: Config, run_dir: Path | None = None, *, resume: bool = False) -> 
             sampler.sync(it)  # the engine samples with the weights the update will train
             base = tc.seed * 10_000_019 + it * cfg.rollout.prompts
             indices = [base + j for j in range(cfg.rollout.prompts)]
-            if dp is None:
+            if pool is not None:
+                episodes = pool.rollouts(policy.model.state_dict(), it, indices, settings,
+                                         seed=tc.seed, shards=shards)
+            elif shards:
+                episodes = [e for s, span in enumerate(shard_spans(len(indices), shards))
+                            for e in run_shard(policy, world, indices, span, settings,
+                                               seed=tc.seed, iteration=it, shard=s,
+                                               sampler=sampler)]
+            elif dp is None:
                 episodes = run_episodes(
                     policy, world, "train", indices, settings, generator, sampler,
                     context=lessons, planner=dreamer.plan() if dreamer is not None else None)
@@ -287,6 +307,8 @@ def train(cfg: Config, run_dir: Path | None = None, *, resume: bool = False) -> 
                 "world/tokens_iter": sum(e.world_tokens for e in episodes)
                 + credit_out.world_tokens,
                 "rollout/episodes": len(episodes),
+                **({"ray/workers": len(pool.workers), "ray/replaced": pool.replaced}
+                   if pool is not None else {}),
                 "rollout/success": sum(e.success for e in episodes) / len(episodes),
                 "rollout/reward": sum(e.reward for e in episodes) / len(episodes),
                 "rollout/action_tokens_mean": action_tokens / len(episodes),
@@ -317,6 +339,8 @@ def train(cfg: Config, run_dir: Path | None = None, *, resume: bool = False) -> 
                 checkpoint(it)
             done = it
     finally:
+        if pool is not None:
+            pool.close()
         progress.close()
         log.close()
         if book is not None:

@@ -1,0 +1,124 @@
+"""Ray rollout workers (issue 8) on a local 2-CPU cluster started and stopped here: sharded
+sampling gives the same episodes in process and on any number of workers, a worker killed in
+the middle of an iteration is replaced and the iteration completes with the same full batch,
+and `clicker train --ray` trains with them."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import threading
+
+import pytest
+import torch
+
+ray = pytest.importorskip("ray")
+
+from clicker.core.config import build_config
+from clicker.models.policy import Policy
+from clicker.rollout.ray_workers import RayRollouts
+from clicker.rollout.runner import RolloutSettings
+from clicker.rollout.shards import run_shard, shard_spans
+from clicker.tasks.keydoor import KeyDoor
+from clicker.train.loop import train
+
+MODEL = {"path": None, "device": "cpu", "dtype": "float32", "tiny_seed": 0,
+         "tiny_recipe": "default"}
+TASK = {"name": "keydoor", "args": {"rooms": 2}}
+SETTINGS = RolloutSettings(group_size=2)
+INDICES = [10, 11, 12, 13]
+
+
+@pytest.fixture(scope="module")
+def cluster(tiny_dir):
+    # worker_niceness 0: Ray starts workers at nice 15, which starve on a busy machine
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False,
+             _system_config={"worker_niceness": 0},
+             runtime_env={"env_vars": {"CLICKER_HOME": os.environ["CLICKER_HOME"]}})
+    yield
+    ray.shutdown()
+
+
+@pytest.fixture(scope="module")
+def reference(tiny_dir):
+    """The iteration's episodes sampled in this process, one shard after the other (1 thread,
+    as the workers)."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    policy = Policy.load(None, device="cpu", dtype="float32")
+    eps = [e for s, span in enumerate(shard_spans(len(INDICES), 3))
+           for e in run_shard(policy, KeyDoor(rooms=2), INDICES, span, SETTINGS, seed=0,
+                              iteration=0, shard=s)]
+    torch.set_num_threads(threads)
+    return policy, eps
+
+
+def _same(a, b):
+    assert [(e.tokens, e.group, e.reward) for e in a] == [(e.tokens, e.group, e.reward) for e in b]
+    for x, y in zip(a, b):
+        torch.testing.assert_close(torch.tensor(x.logprobs), torch.tensor(y.logprobs),
+                                   atol=1e-5, rtol=0)
+
+
+@pytest.mark.parametrize("workers", [1, 2])
+def test_ray_workers_sample_the_in_process_episodes(cluster, reference, workers):
+    policy, expected = reference
+    pool = RayRollouts(MODEL, TASK, workers=workers, cpus_per_worker=0.5)
+    try:
+        got = pool.rollouts(policy.model.state_dict(), 0, INDICES, SETTINGS, seed=0, shards=3)
+    finally:
+        pool.close()
+    assert len(got) == len(INDICES) * SETTINGS.group_size
+    _same(got, expected)
+
+
+def test_a_worker_killed_mid_iteration_is_replaced(cluster, reference):
+    policy, expected = reference
+    pool = RayRollouts(MODEL, TASK, workers=2, cpus_per_worker=0.5)
+    try:
+        pid = ray.get(pool.workers[0].pid.remote())  # started (the model loaded)
+        # a shard takes a second or more; 0.3 s in, worker 0 is sampling its first one
+        killer = threading.Timer(0.3, os.kill, (pid, signal.SIGKILL))
+        killer.start()
+        got = pool.rollouts(policy.model.state_dict(), 0, INDICES, SETTINGS, seed=0, shards=3)
+        killer.join()
+        assert pool.replaced == 1
+    finally:
+        pool.close()
+    _same(got, expected)  # the full batch, and the same episodes
+
+
+def test_stale_weights_are_refused(cluster, reference):
+    policy, _ = reference
+    pool = RayRollouts(MODEL, TASK, workers=1, cpus_per_worker=0.5)
+    try:
+        w = pool.workers[0]
+        ray.get(w.set_weights.remote(3, policy.model.state_dict()))
+        with pytest.raises(ray.exceptions.RayTaskError, match="holding v3"):
+            ray.get(w.run.remote(4, INDICES, (0, 1), SETTINGS, 0, 0))
+    finally:
+        pool.close()
+
+
+def test_training_on_ray_equals_training_in_process(cluster, tmp_path):
+    """Two iterations with 2 Ray workers and in process with the same 2 shards: the same
+    rollouts, so the same metrics."""
+    sets = ["task.name=addition", "rollout.prompts=4", "rollout.group_size=4",
+            "train.iterations=2", "train.eval_every=0", "train.progress=false",
+            "train.checkpoint_every=0", "rollout.shards=2"]
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        train(build_config({}, sets), tmp_path / "local")
+        train(build_config({}, [*sets, "rollout.ray=auto", "rollout.workers=2"]),
+              tmp_path / "ray")
+    finally:
+        torch.set_num_threads(threads)
+    rows = {n: [json.loads(x) for x in (tmp_path / n / "metrics.jsonl").open()]
+            for n in ("local", "ray")}
+    assert [r["ray/workers"] for r in rows["ray"]] == [2, 2]
+    for a, b in zip(rows["local"], rows["ray"]):
+        for k in ("world/tokens", "rollout/success", "rollout/action_tokens_mean"):
+            assert a[k] == b[k], k
+        assert a["loss/policy"] == pytest.approx(b["loss/policy"], abs=1e-6)
