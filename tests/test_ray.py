@@ -1,4 +1,4 @@
-"""Ray rollout workers (issue 8) on a local 2-CPU cluster started and stopped here: sharded
+"""Ray rollout workers (issue 8) on a local cluster started and stopped here: sharded
 sampling gives the same episodes in process and on any number of workers, a worker killed in
 the middle of an iteration is replaced and the iteration completes with the same full batch,
 and `clicker train --ray` trains with them."""
@@ -9,6 +9,7 @@ import json
 import os
 import signal
 import threading
+import time
 
 import pytest
 import torch
@@ -33,7 +34,8 @@ INDICES = [10, 11, 12, 13]
 @pytest.fixture(scope="module")
 def cluster(tiny_dir):
     # worker_niceness 0: Ray starts workers at nice 15, which starve on a busy machine
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False,
+    # 4 logical CPUs: the module's 2-worker pool (0.5 each) and a training run's 2 workers (1 each)
+    ray.init(num_cpus=4, include_dashboard=False, log_to_driver=False,
              _system_config={"worker_niceness": 0},
              runtime_env={"env_vars": {"CLICKER_HOME": os.environ["CLICKER_HOME"]}})
     yield
@@ -61,44 +63,46 @@ def _same(a, b):
                                    atol=1e-5, rtol=0)
 
 
-@pytest.mark.parametrize("workers", [1, 2])
-def test_ray_workers_sample_the_in_process_episodes(cluster, reference, workers):
+@pytest.fixture(scope="module")
+def pool(cluster):
+    pool = RayRollouts(MODEL, TASK, workers=2, cpus_per_worker=0.5)
+    yield pool
+    pool.close()
+
+
+def test_ray_workers_sample_the_in_process_episodes(cluster, reference, pool):
     policy, expected = reference
-    pool = RayRollouts(MODEL, TASK, workers=workers, cpus_per_worker=0.5)
+    one = RayRollouts(MODEL, TASK, workers=1, cpus_per_worker=0.5)
     try:
-        got = pool.rollouts(policy.model.state_dict(), 0, INDICES, SETTINGS, seed=0, shards=3)
+        alone = one.rollouts(policy.model.state_dict(), 0, INDICES, SETTINGS, seed=0, shards=3)
     finally:
-        pool.close()
+        one.close()
+    got = pool.rollouts(policy.model.state_dict(), 0, INDICES, SETTINGS, seed=0, shards=3)
     assert len(got) == len(INDICES) * SETTINGS.group_size
+    _same(alone, expected)
     _same(got, expected)
 
 
-def test_a_worker_killed_mid_iteration_is_replaced(cluster, reference):
+def test_a_worker_killed_mid_iteration_is_replaced(cluster, reference, pool):
     policy, expected = reference
-    pool = RayRollouts(MODEL, TASK, workers=2, cpus_per_worker=0.5)
-    try:
-        pid = ray.get(pool.workers[0].pid.remote())  # started (the model loaded)
-        # a shard takes a second or more; 0.3 s in, worker 0 is sampling its first one
-        killer = threading.Timer(0.3, os.kill, (pid, signal.SIGKILL))
-        killer.start()
-        got = pool.rollouts(policy.model.state_dict(), 0, INDICES, SETTINGS, seed=0, shards=3)
-        killer.join()
-        assert pool.replaced == 1
-    finally:
-        pool.close()
+    pid = ray.get(pool.workers[0].pid.remote())  # started (the model loaded)
+    t = time.perf_counter()
+    pool.rollouts(policy.model.state_dict(), 0, INDICES, SETTINGS, seed=0, shards=3)
+    # a third of the way into the next iteration, worker 0 is sampling its first shard
+    killer = threading.Timer((time.perf_counter() - t) / 3, os.kill, (pid, signal.SIGKILL))
+    killer.start()
+    got = pool.rollouts(policy.model.state_dict(), 0, INDICES, SETTINGS, seed=0, shards=3)
+    killer.join()
+    assert pool.replaced == 1
     _same(got, expected)  # the full batch, and the same episodes
 
 
-def test_stale_weights_are_refused(cluster, reference):
+def test_stale_weights_are_refused(cluster, reference, pool):
     policy, _ = reference
-    pool = RayRollouts(MODEL, TASK, workers=1, cpus_per_worker=0.5)
-    try:
-        w = pool.workers[0]
-        ray.get(w.set_weights.remote(3, policy.model.state_dict()))
-        with pytest.raises(ray.exceptions.RayTaskError, match="holding v3"):
-            ray.get(w.run.remote(4, INDICES, (0, 1), SETTINGS, 0, 0))
-    finally:
-        pool.close()
+    w = pool.workers[1]
+    ray.get(w.set_weights.remote(3, policy.model.state_dict()))
+    with pytest.raises(ray.exceptions.RayTaskError, match="holding v3"):
+        ray.get(w.run.remote(4, INDICES, (0, 1), SETTINGS, 0, 0))
 
 
 def test_training_on_ray_equals_training_in_process(cluster, tmp_path):
