@@ -52,6 +52,9 @@ class RolloutConfig(_Section):
         True, description="keep each episode's KV cache between turns (prefill only the new "
         "tokens); turn off for models with sliding-window attention"
     )
+    step_timeout_s: float | None = Field(
+        30.0, gt=0, description="an env step or verifier running longer ends its episode with "
+        "reward 0 and an error (as one that raises or returns NaN does); None: no limit")
     engine: str = Field("hf", description="rollout engine (clicker.rollout.engine; hf: the "
                         "built-in KV-cache sampler)")
     engine_dtype: Literal["float32", "bfloat16", "float16"] | None = Field(
@@ -280,6 +283,9 @@ class TrainConfig(_Section):
     eval_temperature: float = Field(0.0, ge=0, description="eval sampling temperature (0 = greedy)")
     checkpoint_every: int = Field(10, ge=0, description="checkpoint every N iterations (0 = end)")
     keep_checkpoints: int = Field(2, ge=1, description="how many checkpoints to keep")
+    max_skipped_updates: int = Field(
+        5, ge=0, description="stop the run (with a checkpoint) after this many updates in a row "
+        "skipped for a non-finite loss or gradient (0 = never)")
     run_dir: str | None = Field(None, description="run directory (default runs/<time>-<task>)")
     progress: bool = Field(True, description="show a live progress bar")
 

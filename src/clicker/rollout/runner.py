@@ -28,6 +28,7 @@ from clicker.core.types import Episode, Turn
 from clicker.models.policy import Policy
 from clicker.rollout.sampler import Sampler, Samples
 from clicker.tasks.base import Env, Split, World
+from clicker.tasks.guard import guarded
 
 if TYPE_CHECKING:
     from clicker.dream.planner import Planner
@@ -85,6 +86,7 @@ class RolloutSettings:
     max_action_tokens: int | None = None  # None: the world's own cap
     max_turns: int | None = None  # None: the world's own limit
     reuse_cache: bool = True  # multi-turn: keep KV caches between turns (a sampler Session)
+    step_timeout_s: float | None = 30.0  # an env step (verifier) running longer fails (guard)
 
 
 def run_episodes(
@@ -218,9 +220,12 @@ def play(
             actions.append(policy.decode(e.tokens[start:end]))
         if step_many is not None:
             steps = step_many([e.env for e in active], actions)
-        else:
-            steps = [e.env.step(a) for e, a in zip(active, actions)]
+        else:  # the user's env or verifier: failures end the episode, not the run
+            steps = [guarded(partial(e.env.step, a), settings.step_timeout_s)
+                     for e, a in zip(active, actions)]
         for e, (start, end), action, step in zip(active, spans, actions, steps):
+            if step.error is not None:
+                e.meta["verifier_error"] = step.error
             obs_ids = policy.encode(step.observation) if not step.done else []
             e.tokens.extend(obs_ids)
             e.action_mask.extend([False] * len(obs_ids))

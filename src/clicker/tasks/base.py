@@ -40,6 +40,7 @@ class Step:
     reward: float
     done: bool
     feedback: str = ""
+    error: str | None = None  # the step failed (raised, hung, bad reward): see tasks.guard
 
 
 @runtime_checkable
@@ -95,7 +96,8 @@ class SingleTurnEnv:
 
     def step(self, action: str) -> Step:
         v = self.task.verify(self.problem, action)
-        return Step(observation="", reward=v.reward, done=True, feedback=v.feedback)
+        return Step(observation="", reward=v.reward, done=True, feedback=v.feedback,
+                    error=v.error)
 
 
 class SingleTurnWorld:

@@ -184,7 +184,7 @@ def train(cfg: Config, run_dir: Path | None = None, *, resume: bool = False) -> 
                           device=cfg.rollout.engine_device)
     settings = RolloutSettings(cfg.rollout.group_size, cfg.rollout.temperature, cfg.rollout.top_p,
                                cfg.rollout.max_action_tokens, cfg.rollout.max_turns,
-                               cfg.rollout.reuse_cache)
+                               cfg.rollout.reuse_cache, cfg.rollout.step_timeout_s)
     ctx = CreditContext(policy, world, settings, generator, initial=frozen, seed=cfg.train.seed)
     credit = make_credit(cfg.credit, ctx)
     reference = ctx.reference if cfg.update.kl_coef > 0 else None
@@ -252,6 +252,7 @@ def train(cfg: Config, run_dir: Path | None = None, *, resume: bool = False) -> 
     last_eval = first_eval
     last_batch = None  # (iteration, episodes, credit) of the newest iteration, for the gallery
     iteration_s: list[float] = []
+    skipped_in_row, stopped = 0, None  # updates skipped for non-finite values (max_skipped)
     try:
         for it in range(start, tc.iterations):
             if tc.world_token_budget and world_tokens >= tc.world_token_budget:
@@ -307,6 +308,7 @@ def train(cfg: Config, run_dir: Path | None = None, *, resume: bool = False) -> 
                 "world/tokens_iter": sum(e.world_tokens for e in episodes)
                 + credit_out.world_tokens,
                 "rollout/episodes": len(episodes),
+                "rollout/verifier_errors": sum("verifier_error" in e.meta for e in episodes),
                 **({"ray/workers": len(pool.workers), "ray/replaced": pool.replaced}
                    if pool is not None else {}),
                 "rollout/success": sum(e.success for e in episodes) / len(episodes),
@@ -338,6 +340,16 @@ def train(cfg: Config, run_dir: Path | None = None, *, resume: bool = False) -> 
             if tc.checkpoint_every and (it + 1) % tc.checkpoint_every == 0:
                 checkpoint(it)
             done = it
+            skipped_in_row = skipped_in_row + 1 if result.skipped else 0
+            if result.skipped:
+                print(f"iteration {it}: non-finite loss or gradient, update skipped "
+                      f"({skipped_in_row} in a row)", file=sys.stderr, flush=True)
+            if tc.max_skipped_updates and skipped_in_row >= tc.max_skipped_updates:
+                stopped = (f"{skipped_in_row} updates in a row skipped for a non-finite loss "
+                           f"or gradient")
+                print(f"stopping: {stopped}; the last checkpoint holds iteration {it}",
+                      file=sys.stderr, flush=True)
+                break
     finally:
         if pool is not None:
             pool.close()
@@ -356,6 +368,7 @@ def train(cfg: Config, run_dir: Path | None = None, *, resume: bool = False) -> 
                **({"ranks": dp.world, "ranks_in_sync": dp.in_sync(policy.model)} if dp else {}),
                "imagined_tokens": dreamer.imagined_tokens if dreamer is not None else 0,
                "initial_eval_success": first_eval, "final_eval_success": last_eval,
+               **({"stopped": stopped} if stopped else {}),
                **resources(t_start, iteration_s, policy.device)}
     write_atomic(run_dir / "summary.json", json.dumps(summary, indent=1))
     return summary
