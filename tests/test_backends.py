@@ -191,30 +191,3 @@ def test_local_backends(policy, tiny_dir):
     a, b = (PolicyChat(policy, seed=3).chat(MSGS, max_tokens=8, temperature=1.0)
             for _ in range(2))
     assert a.text == b.text  # a seeded backend reviews reproducibly
-
-
-def test_a_run_with_a_key_set_writes_it_nowhere(monkeypatch, tmp_path, tiny_dir):
-    """A training run whose reviewer endpoint echoes the Authorization header back in every
-    reply: the key travels only in the header; no file the run wrote holds it (issue 9)."""
-    from clicker.core.config import build_config
-    from clicker.train.loop import train
-
-    key = f"sk-{secrets.token_hex(16)}"
-    monkeypatch.setenv("CLICKER_TEST_API_KEY", key)
-
-    def echo(headers, n):
-        lesson = f"LESSON: check the carry ({headers.get('Authorization', '')})"
-        return 200, json.dumps({"choices": [{"message": {"content": lesson}}]})
-
-    with fake_server(echo) as (url, seen):
-        sets = ["task.name=addition", "rollout.prompts=4", "rollout.group_size=4",
-                "train.iterations=2", "train.eval_every=1", "train.eval_problems=8",
-                "train.progress=false", "lessons.enabled=true", "lessons.reviewer=http",
-                f"lessons.base_url={url}", "lessons.model=m",
-                "lessons.api_key_env=CLICKER_TEST_API_KEY", "lessons.timeout_s=5"]
-        train(build_config({}, sets), tmp_path / "run")
-    assert seen and all(h["Authorization"] == f"Bearer {key}" for h in seen)
-    files = [p for p in (tmp_path / "run").rglob("*") if p.is_file()]
-    assert len(files) > 5 and any(p.name == "lessons.db" for p in files)
-    for p in files:
-        assert key.encode() not in p.read_bytes(), p
