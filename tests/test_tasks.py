@@ -299,7 +299,7 @@ def test_protocols() -> None:
 
 
 def test_make_world() -> None:
-    assert set(TASKS) == {"addition", "letters", "keydoor", "reasoning_gym"}
+    assert set(TASKS) == {"addition", "letters", "keydoor", "reasoning_gym", "code"}
     w = make_world("addition", digits=3)
     assert isinstance(w, SingleTurnWorld) and w.max_turns == 1 and w.max_action_tokens == 7
     env = w.make("train", 0)

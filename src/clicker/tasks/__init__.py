@@ -1,6 +1,6 @@
 """Tasks and worlds: the built-in ones, the adapters, and `make_world` to build one by name.
 
-Why a plain dict: the registry is four entries; a config names one and passes its arguments,
+Why a plain dict: the registry is five entries; a config names one and passes its arguments,
 and a typo should fail at once with a one-line message listing what would have worked.
 """
 
@@ -23,6 +23,7 @@ from clicker.tasks.base import (
     as_world,
     split_of,
 )
+from clicker.tasks.code import CodeTask
 from clicker.tasks.keydoor import KeyDoor, KeyDoorEnv
 from clicker.tasks.letters import Letters
 
@@ -31,6 +32,7 @@ TASKS: dict[str, type] = {
     "letters": Letters,
     "keydoor": KeyDoor,
     "reasoning_gym": ReasoningGymTask,
+    "code": CodeTask,
 }
 
 
@@ -57,6 +59,7 @@ __all__ = [
     "SPLITS",
     "TASKS",
     "Addition",
+    "CodeTask",
     "DatasetTask",
     "Env",
     "GymnasiumWorld",
