@@ -96,6 +96,20 @@ def _prefix_groups(histories: Sequence[tuple[int, ...]], rows: int
     return chunks
 
 
+def _group_rows(keys: Sequence[Any]) -> tuple[list[Any], list[int], int]:
+    """Distinct keys in first-seen order, each item's row when every distinct key gets n rows
+    (its items in order, the rest unused), and n (the largest group)."""
+    groups: dict[Any, list[int]] = {}
+    for j, k in enumerate(keys):
+        groups.setdefault(k, []).append(j)
+    n = max(len(g) for g in groups.values())
+    row = [0] * len(keys)
+    for g, members in enumerate(groups.values()):
+        for m, j in enumerate(members):
+            row[j] = g * n + m
+    return list(groups), row, n
+
+
 @dataclass(frozen=True)
 class WorldModelConfig:
     """How the world model trains.
@@ -198,28 +212,14 @@ class WorldModel:
             row = [self._row_of[k] for k in keys]  # type: ignore[index]
         elif self._trunk is not None and all(self._on_trunk(r) for r in reqs):
             # candidates from tracked real states: fork the states' rows, no prefill
-            groups: dict[int, list[int]] = {}
-            for j, r in enumerate(reqs):
-                groups.setdefault(r.base, []).append(j)  # type: ignore[arg-type]
-            n = max(len(g) for g in groups.values())
-            self._session = self._trunk.fork([self._trunk_rows[b] for b in groups], n)
-            row = [0] * len(reqs)
-            for g, members in enumerate(groups.values()):
-                for m, j in enumerate(members):
-                    row[j] = g * n + m
-        else:
+            bases, row, n = _group_rows([r.base for r in reqs])
+            self._session = self._trunk.fork([self._trunk_rows[b] for b in bases], n)
+        else:  # prefill each distinct state once, repeated to the requests that share it
+            states, row, n = _group_rows(
+                [tuple(r.history[:min(max(1, r.shared), len(r.history))]) for r in reqs])
             self._session = self.sampler.session()
-            shared: dict[tuple[int, ...], list[int]] = {}
-            for j, r in enumerate(reqs):
-                cut = min(max(1, r.shared), len(r.history))
-                shared.setdefault(tuple(r.history[:cut]), []).append(j)
-            n = max(len(g) for g in shared.values())
-            self._session.sample([list(p) for p in shared], num_samples=n, max_new_tokens=1,
+            self._session.sample([list(p) for p in states], num_samples=n, max_new_tokens=1,
                                  temperature=0.0)
-            row = [0] * len(reqs)
-            for g, members in enumerate(shared.values()):
-                for m, j in enumerate(members):
-                    row[j] = g * n + m
         assert self._session is not None
         order = sorted(range(len(reqs)), key=row.__getitem__)
         samples = self._session.sample(

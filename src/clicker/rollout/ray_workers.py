@@ -32,7 +32,7 @@ from clicker.rollout.shards import run_shard, shard_spans
 
 
 class StaleWeights(RuntimeError):
-    pass
+    """A worker was asked to sample with weights other than the ones it holds."""
 
 
 class RolloutWorker:

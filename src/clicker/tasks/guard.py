@@ -22,7 +22,7 @@ from clicker.tasks.base import Step
 
 
 class StepTimeout(Exception):
-    pass
+    """Raised in the step by SIGALRM when it runs past its timeout."""
 
 
 def _alarm(signum, frame):
