@@ -35,9 +35,10 @@ def shard_seed(seed: int, iteration: int, shard: int) -> int:
 
 def run_shard(policy: Policy, world: World, indices: list[int], span: tuple[int, int],
               settings: RolloutSettings, *, seed: int, iteration: int, shard: int,
-              sampler=None) -> list[Episode]:
-    """The episodes of prompts indices[lo:hi] (groups numbered from lo, as in the whole batch)."""
+              sampler=None, **kw) -> list[Episode]:
+    """The episodes of prompts indices[lo:hi] (groups numbered from lo, as in the whole batch);
+    `kw` goes to `run_episodes` (a lessons `context`, a `planner`)."""
     lo, hi = span
     gen = torch.Generator(device=policy.device).manual_seed(shard_seed(seed, iteration, shard))
     return run_episodes(policy, world, "train", indices[lo:hi], settings, gen, sampler,
-                        group_offset=lo)
+                        group_offset=lo, **kw)

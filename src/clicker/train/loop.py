@@ -147,6 +147,9 @@ def train(cfg: Config, run_dir: Path | None = None, *, resume: bool = False) -> 
         if cfg.dream.enabled or cfg.lessons.enabled:
             raise ValueError("dream and lessons do not run under torchrun yet (issue 8); "
                              "train them in one process")
+        if cfg.rollout.shards or cfg.rollout.ray:
+            raise ValueError("under torchrun each rank samples its share of the prompts; "
+                             "rollout.shards and rollout.ray do not apply")
         if resume:
             raise ValueError("resuming under torchrun is not supported yet (issue 8): "
                              "transformers writes weights on rank 0 only")
@@ -269,7 +272,8 @@ def train(cfg: Config, run_dir: Path | None = None, *, resume: bool = False) -> 
                 episodes = [e for s, span in enumerate(shard_spans(len(indices), shards))
                             for e in run_shard(policy, world, indices, span, settings,
                                                seed=tc.seed, iteration=it, shard=s,
-                                               sampler=sampler)]
+                                               sampler=sampler, context=lessons,
+                                               planner=dreamer.plan() if dreamer else None)]
             elif dp is None:
                 episodes = run_episodes(
                     policy, world, "train", indices, settings, generator, sampler,
