@@ -85,7 +85,7 @@ def test_malformed_config_files_are_one_clear_line(body, capsys, monkeypatch, tm
     import yaml
 
     try:  # a file that happens to be a valid, complete config is not bad input
-        data = yaml.safe_load(body.decode())
+        data = yaml.safe_load(body.decode()) or {}  # as load_config: empty (null, 0) = defaults
         Config.model_validate(data)
         valid = isinstance(data, dict)
     except Exception:  # noqa: BLE001 - any failure makes it bad input
