@@ -27,8 +27,11 @@ demo: setup
 	$(BIN)/clicker init-model
 	$(BIN)/clicker compare --preset quick --out runs/demo
 
+# The suite runs in TEST_WORKERS processes (pytest-xdist; slow tests are scheduled first).
+TEST_WORKERS ?= 2
+
 test: setup
-	$(BIN)/python -m pytest
+	$(BIN)/python -m pytest -n $(TEST_WORKERS) --dist worksteal
 
 lint: setup
 	$(BIN)/ruff check src tests benchmarks

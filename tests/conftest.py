@@ -11,7 +11,29 @@ import torch
 
 ROOT = Path(__file__).resolve().parents[1]
 os.environ.setdefault("CLICKER_HOME", str(ROOT / ".cache" / "clicker-test"))
-torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))
+if os.environ.get("PYTEST_XDIST_WORKER"):
+    # `make test` runs the suite in parallel worker processes (pytest-xdist), one per core: each
+    # gets one thread, and so do the processes it starts (CLI runs, Ray, torchrun). Two
+    # OpenMP-threaded processes on two cores spin-wait on each other and run many times slower.
+    os.environ["OMP_NUM_THREADS"] = "1"
+    torch.set_num_threads(1)
+else:
+    torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))
+
+
+def pytest_configure(config):
+    """Under xdist, the controller builds the tiny model (on every core) before the workers start,
+    rather than one worker building it on one core while the other waits for it."""
+    if getattr(config.option, "numprocesses", None) and not os.environ.get("PYTEST_XDIST_WORKER"):
+        from clicker.models.tiny import tiny_model_dir
+
+        tiny_model_dir(0)
+
+
+def pytest_collection_modifyitems(items):
+    """The slow tests first (a stable sort, the same in every worker): started last, one of them
+    would run alone on one core while the other core sits idle."""
+    items.sort(key=lambda item: item.get_closest_marker("slow") is None)
 
 
 @pytest.fixture(scope="session")

@@ -30,6 +30,7 @@ def tiny_spec(**kw):
                      task_defs={"tiny_add": TINY_TASK}, reps=200, **kw)
 
 
+@pytest.mark.slow
 def test_compare_runs_reports_and_resumes(tiny_dir, tmp_path):
     out = tmp_path / "cmp"
     results = compare(tiny_spec(), out)
@@ -141,6 +142,7 @@ def test_runs_from_before_a_new_config_field_still_match(tmp_path):
         check_same_config(run)
 
 
+@pytest.mark.slow
 def test_killed_compare_stops_its_workers_and_resumes(tiny_dir, tmp_path):
     """SIGTERM to a running `clicker compare` stops it and its worker at once; the same command
     again resumes the run from its checkpoint and finishes it."""

@@ -12,6 +12,8 @@ import subprocess
 import sys
 import time
 
+import pytest
+
 CMD = [sys.executable, "-m", "clicker.cli", "train"]
 SETS = ["task.name=addition", "rollout.prompts=2", "rollout.group_size=2",
         "train.iterations=50", "train.eval_every=5", "train.eval_problems=4",
@@ -36,6 +38,7 @@ def _iterations(run) -> list[int]:
             if line.strip()]
 
 
+@pytest.mark.slow
 def test_sigkill_at_random_moments_loses_nothing(tmp_path, tiny_dir):
     rng = random.Random(0)
     run = tmp_path / "run"

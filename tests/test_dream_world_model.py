@@ -295,6 +295,7 @@ def test_dream_ends_at_the_turn_limit_and_on_malformed_replies(random_policy):
 # ---- learning ------------------------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_world_model_learns_keydoor_transitions(policy):
     """On a deterministic env the world model learns transitions well enough to predict
     held-out transitions exactly: test-split layouts whose first observation (room label,

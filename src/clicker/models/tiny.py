@@ -25,6 +25,7 @@ Command: `clicker init-model [--seed N] [--recipe NAME] [--force]`.
 
 from __future__ import annotations
 
+import fcntl
 import json
 import os
 import random
@@ -121,6 +122,16 @@ def tiny_model_dir(seed: int = 0, *, recipe: str = "default", force: bool = Fals
     if (target / "config.json").is_file() and not force:
         return target
     target.parent.mkdir(parents=True, exist_ok=True)
+    # One builder per model: others (parallel test workers, compare runs) wait for it, then read.
+    with open(target.parent / f".{target.name}.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if (target / "config.json").is_file() and not force:
+            return target
+        _build_into(target, seed, recipe, force, verbose)
+    return target
+
+
+def _build_into(target: Path, seed: int, recipe: str, force: bool, verbose: bool) -> None:
     spec = RECIPES[recipe]
     print(f"building the built-in tiny model (recipe {recipe}, seed {seed}) into {target}: about "
           f"{90 * spec.steps // 1000} s on 2 cores", file=sys.stderr, flush=True)
@@ -137,7 +148,6 @@ def tiny_model_dir(seed: int = 0, *, recipe: str = "default", force: bool = Fals
     finally:
         if tmp.exists():
             shutil.rmtree(tmp, ignore_errors=True)
-    return target
 
 
 def _clean_text(world, index: int, rng: random.Random) -> str:
