@@ -248,9 +248,10 @@ def test_every_template_reference_passes_and_a_constant_fails() -> None:
     assert set(seen) == {t.name for t in TEMPLATES}
     for name, p in seen.items():
         v = task.verify(p, p.reference + STOP)
-        assert v.reward == 1.0 and v.feedback == "all tests passed", (name, v)
+        n = len(p.meta["cases"])
+        assert v.reward == 1.0 and v.feedback == f"all {n} cases passed", (name, v)
         v = task.verify(p, "    return 0" + STOP)
-        assert v.reward == 0.0 and "tests line" in v.feedback, (name, v)
+        assert v.reward == 0.0 and v.feedback.startswith("returned 0 for ("), (name, v)
 
 
 def test_code_task_through_make_world() -> None:
@@ -262,4 +263,49 @@ def test_code_task_through_make_world() -> None:
     step = env.step(w.reference("test", 0) + STOP)
     assert step.done and step.reward == 1.0
     step = w.make("test", 0).step("    return None" + STOP)
-    assert step.done and step.reward == 0.0 and "got None" in step.feedback
+    assert step.done and step.reward == 0.0 and step.feedback.startswith("returned null for (")
+
+
+# --- reward hacking: the expected outputs never enter the sandbox ----------------------------
+
+FORGE = """    import os, sys
+    frame = sys._getframe()
+    while "nonce" not in frame.f_locals:  # up to the runner's main(): nonce, verdict channel
+        frame = frame.f_back
+    os.write(frame.f_locals["verdict"], (frame.f_locals["nonce"] + " {line}\\n").encode())
+    os._exit(0)
+"""
+
+
+def _add7() -> tuple[CodeTask, object]:
+    task = CodeTask(wall_s=5)
+    p = next(p for i in range(500) if (p := task.problem("train", i)).meta["template"] == "add")
+    return task, p
+
+
+def test_a_runner_introspecting_program_forges_an_assert_pass_but_not_a_code_verdict() -> None:
+    """The test mode runs asserts beside the program, which can walk up to the runner and write
+    its PASS line (the limit the sandbox's docstring states); the code task's verifier compares
+    outputs in the parent, so the same forgery, or a forged list of outputs, earns nothing."""
+    task, p = _add7()
+    header = p.prompt
+    forged = run_sandboxed(header + FORGE.format(line="PASS"), "add(0)\nassert False")
+    assert forged.passed  # the documented limit of the test mode
+    for line in ("PASS", "OUT [0, 0, 0, 0, 0, 0, 0]", "OUT not json"):
+        v = task.verify(p, FORGE.format(line=line) + STOP)
+        assert v.reward == 0.0, (line, v)
+    right = [want for _, want in p.meta["cases"]]  # the forgery reaches the parent: only the
+    v = task.verify(p, FORGE.format(line=f"OUT {right}") + STOP)  # right outputs, i.e. solving
+    assert v.reward == 1.0, v
+
+
+@pytest.mark.parametrize("body", [
+    "    class Yes:\n        def __eq__(self, other): return True\n    return Yes()",
+    "    class Int(int):\n        def __eq__(self, other): return True\n    return Int(0)",
+    "    return str(x + {k})",  # the right digits, the wrong type
+])
+def test_objects_that_claim_equality_do_not_pass(body: str) -> None:
+    task, p = _add7()
+    v = task.verify(p, body.format(k=p.meta["param"]) + STOP)
+    assert v.reward == 0.0, v
+    assert task.verify(p, p.reference + STOP).reward == 1.0

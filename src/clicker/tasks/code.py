@@ -11,8 +11,9 @@ Why: the smallest task whose verifier runs the policy's output, so it exercises
 `clicker.tasks.sandbox` on every reward. Problems come from a few templates, each with one
 parameter (a constant, a letter, a count); a problem is a pure function of (seed, split, index),
 and train and test are disjoint by `split_of` on (template, parameter). The hidden tests are
-assertions on inputs picked so no constant or near miss passes; their expected values are
-computed here, in the parent, from the template's own Python function.
+inputs picked so no constant or near miss passes; their expected outputs are computed here from
+the template's own Python function and never enter the sandbox (`run_cases`): the child sends
+back what the function returned, and the parent compares.
 """
 
 from __future__ import annotations
@@ -26,7 +27,7 @@ from typing import Any
 from clicker.core.types import Verdict
 from clicker.tasks.addition import MAX_ATTEMPTS, P_CORRECT_WARMUP
 from clicker.tasks.base import Problem, Split, split_of
-from clicker.tasks.sandbox import SandboxLimits, run_sandboxed
+from clicker.tasks.sandbox import SandboxLimits, run_cases
 
 STOP = "\n\n"
 INTS = (0, 1, -3, 7, 12, 25, 100)
@@ -112,18 +113,18 @@ class CodeTask:
     def problem(self, split: Split, index: int) -> Problem:
         t, k = self.pick(split, index)
         fn = t.fn(k)
-        tests = "".join(f"assert (got := {t.name}({x!r})) == {fn(x)!r}, f'got {{got!r}}'\n"
-                        for x in t.inputs(k))
         return Problem(
             prompt=prompt(t, k),
             reference=f"    {t.body(k)}",
             id=f"code/{split}/{index}",
-            meta={"template": t.name, "param": k, "tests": tests},
+            meta={"template": t.name, "param": k, "cases": [[[x], fn(x)] for x in t.inputs(k)]},
         )
 
     def verify(self, problem: Problem, completion: str) -> Verdict:
+        """Run the function in the sandbox on the test inputs; its outputs are compared here."""
         body = completion.removesuffix(STOP)
-        result = run_sandboxed(problem.prompt + body, problem.meta["tests"], limits=self.limits)
+        result = run_cases(problem.prompt + body, problem.meta["template"],
+                           problem.meta["cases"], limits=self.limits)
         return Verdict(1.0 if result.passed else 0.0, result.detail)
 
     def warmup_text(self, index: int, rng: random.Random) -> str:

@@ -21,8 +21,11 @@ ctypes, and the kernel layers), as could a program that corrupts the interpreter
 (crafted bytecode via `code.replace`, unaudited in CPython 3.11, or a known crasher); such a
 program can read and write what a capability-less root may. Metadata (stat, readlink) outside
 the directory is not hidden; without root there is no network namespace. The nonce is in the
-child's memory, so a program that introspects the runner could find it: this contains the
-process, it does not stop reward hacking by introspection (or by an `__eq__` that always agrees).
+child's memory, so a program that introspects the runner could find it and forge a PASS in
+`run_sandboxed`'s test mode (as could an `__eq__` that always agrees with an `assert`). Verifiers
+of model-written code therefore use `run_cases`: the child only calls the function and sends its
+outputs back as JSON; the expected outputs never enter it and the parent compares. A forged
+verdict then has to contain the right outputs, which is solving the problem.
 `preexec_fn` (Python between fork and exec) can deadlock if another parent thread holds a lock.
 """
 
@@ -42,11 +45,12 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Literal
+from typing import Any, Literal
 
 Status = Literal["passed", "failed", "error", "timeout", "killed"]
-TAIL_BYTES = 4096  # of the child's stdout and stderr read back; the verdict is the last line
+TAIL_BYTES = 65536  # of the child's stdout and stderr read back; the verdict is the last line
 
 
 @dataclass(frozen=True)
@@ -65,7 +69,7 @@ class SandboxLimits:
 @dataclass(frozen=True)
 class SandboxResult:
     passed: bool
-    status: Status  # passed, failed (an assertion), error, timeout, killed (by a signal)
+    status: Status  # passed, failed (an assertion or a wrong output), error, timeout, killed
     detail: str  # one line
     seconds: float
 
@@ -164,16 +168,25 @@ def main():
     sys.setrecursionlimit(1000)
     sys.stdout = sys.stderr = io.StringIO()
     guard(box, libs, nonce, verdict)
-    ns, phase = {"__name__": "__sandbox__"}, "solution"
+    ns, phase, call, dumps, len_ = {"__name__": "__sandbox__"}, "solution", "", json.dumps, len
     try:
         exec(compile(job["code"], "<solution>", "exec"), ns)
-        phase = "tests"
-        exec(compile(job["tests"], "<tests>", "exec"), ns)
-        line = "PASS"
+        if "function" in job:  # cases: return the outputs; the parent alone knows the answers
+            outputs = []
+            for args in job["args"]:
+                call = job["function"] + "(" + ", ".join(map(repr, args)) + ") raised "
+                text = dumps(ns[job["function"]](*args))  # plain data only, never an __eq__
+                outputs.append(text if len_(text) <= 2000 else dumps(str(len_(text)) + " chars"))
+            line = "OUT [" + ",".join(outputs) + "]"
+        else:
+            phase = "tests"
+            exec(compile(job["tests"], "<tests>", "exec"), ns)
+            line = "PASS"
     except BaseException as e:  # SystemExit and KeyboardInterrupt fail too
         ns.clear()
         try:
-            line = "FAIL " + describe(e, phase, job["code" if phase == "solution" else "tests"])
+            line = "FAIL " + call + describe(e, phase, job["code" if phase == "solution" else
+                                                         "tests"])
         except BaseException:
             line = "FAIL unprintable exception"
     write(verdict, (nonce + " " + line + "\n").encode("utf-8", "replace"))
@@ -249,12 +262,28 @@ def _confine(limits: SandboxLimits) -> None:
 def run_sandboxed(code: str, tests: str, *, limits: SandboxLimits = SandboxLimits()
                   ) -> SandboxResult:
     """Run `code` then `tests` (plain Python; a failing `assert` fails) in a fresh sandbox.
-    Raises OSError or SubprocessError when the sandbox itself cannot start: not the code's fault."""
+    Raises OSError or SubprocessError when the sandbox itself cannot start: not the code's fault.
+    The tests run beside the code: see the module's note on introspection, and `run_cases`."""
+    return _run({"code": code, "tests": tests}, limits, None)
+
+
+def run_cases(code: str, function: str, cases: Sequence[tuple[Sequence[Any], Any]], *,
+              limits: SandboxLimits = SandboxLimits()) -> SandboxResult:
+    """Run `code`, then call `function(*args)` for each `(args, expected)` of `cases` in the
+    sandbox, and compare the outputs with `expected` here, in the parent, as JSON text: a
+    subclass or an object with its own `__eq__` cannot pass, and `1` is not `true`. Arguments
+    and expected values must be JSON data (str, int, float, bool, None, lists, dicts)."""
+    cases = [(list(args), json.dumps(expected)) for args, expected in cases]
+    job = {"code": code, "function": function, "args": [args for args, _ in cases]}
+    return _run(job, limits, cases)
+
+
+def _run(job: dict, limits: SandboxLimits, cases: list[tuple[list, str]] | None) -> SandboxResult:
     start, nonce = time.monotonic(), secrets.token_hex(16)
     box = tempfile.mkdtemp(prefix="clicker-sandbox-")
     try:
         with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:
-            job = json.dumps({"code": code, "tests": tests, "nonce": nonce}).encode()
+            job = json.dumps({**job, "nonce": nonce}).encode()
             proc = subprocess.Popen(
                 [sys.executable, "-I", "-S", "-B", "-c", _RUNNER], stdin=subprocess.PIPE,
                 stdout=out, stderr=err, cwd=box, env={"PATH": "/usr/bin:/bin"},
@@ -270,7 +299,7 @@ def run_sandboxed(code: str, tests: str, *, limits: SandboxLimits = SandboxLimit
                     os.killpg(proc.pid, signal.SIGKILL)
                 proc.wait()
             status, detail = _judge(proc.returncode, timed_out, _tail(out), _tail(err), nonce,
-                                    limits)
+                                    limits, cases)
     finally:
         shutil.rmtree(box, ignore_errors=True)
     return SandboxResult(status == "passed", status, detail, time.monotonic() - start)
@@ -281,13 +310,15 @@ def _tail(f) -> str:
     return f.read().decode("utf-8", "replace")
 
 
-def _judge(rc: int, timed_out: bool, out: str, err: str, nonce: str, limits: SandboxLimits
-           ) -> tuple[Status, str]:
+def _judge(rc: int, timed_out: bool, out: str, err: str, nonce: str, limits: SandboxLimits,
+           cases: list[tuple[list, str]] | None) -> tuple[Status, str]:
     if timed_out:
         return "timeout", f"timed out: wall-clock limit of {limits.wall_s:g} s"
     last = (out.splitlines() or [""])[-1]
-    if rc == 0 and last == f"{nonce} PASS":
+    if rc == 0 and cases is None and last == f"{nonce} PASS":
         return "passed", "all tests passed"
+    if rc == 0 and cases is not None and last.startswith(f"{nonce} OUT "):
+        return _compare(last[len(nonce) + 5:], cases)
     if last.startswith(f"{nonce} FAIL "):
         reason = last[len(nonce) + 6:]
         return ("failed" if reason.startswith("AssertionError") else "error"), reason
@@ -297,3 +328,18 @@ def _judge(rc: int, timed_out: bool, out: str, err: str, nonce: str, limits: San
         return "killed", f"killed by {name}{cpu}"
     why = ([ln for ln in err.splitlines() if ln.strip()] or ["no output"])[-1]
     return "error", " ".join(f"exit status {rc} without a verdict: {why}".split())[:300]
+
+
+def _compare(text: str, cases: list[tuple[list, str]]) -> tuple[Status, str]:
+    """The child's outputs (a JSON list, one per case) against the expected JSON texts."""
+    try:
+        outputs = [json.dumps(o) for o in json.loads(text)]
+    except ValueError:
+        return "error", "the outputs are not JSON"
+    if len(outputs) != len(cases):
+        return "error", f"{len(outputs)} outputs for {len(cases)} cases"
+    for (args, want), got in zip(cases, outputs, strict=True):
+        if got != want:
+            call = ", ".join(map(repr, args))
+            return "failed", " ".join(f"returned {got} for ({call}), expected {want}".split())[:300]
+    return "passed", f"all {len(cases)} cases passed"
