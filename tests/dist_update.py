@@ -2,7 +2,8 @@
 
 `make_case(aggregation)` builds the same policy, batch and advantages in every process (seeded);
 run under torchrun, each rank runs `policy_update` with its `DataParallel` and rank 0 saves the
-parameters and metrics to the path given as argv[1]:
+parameters and metrics to the path given as argv[1] (argv[3] `fsdp`: shard the model
+first, and take micro-batches of 1 row, so the ranks' pass counts differ and need padding):
     python -m torch.distributed.run --standalone --nproc_per_node 2 tests/dist_update.py OUT AGG
 """
 
@@ -13,7 +14,7 @@ import sys
 import torch
 
 
-def make_case(aggregation: str):
+def make_case(aggregation: str, micro: int = 2):
     from transformers import LlamaConfig, LlamaForCausalLM
 
     from clicker.core.config import UpdateConfig
@@ -42,7 +43,7 @@ def make_case(aggregation: str):
                   batch.old_logprobs + 0.05 * torch.randn(batch.old_logprobs.shape)
                   * batch.action_mask, batch.rewards, batch.groups, batch.episodes,
                   batch.token_rewards)
-    update = UpdateConfig(lr=0.5, aggregation=aggregation, minibatches=2, micro_batch=2,
+    update = UpdateConfig(lr=0.5, aggregation=aggregation, minibatches=2, micro_batch=micro,
                           epochs=2)
     # SGD: the weights then show the gradients themselves (Adam normalises near-zero gradient
     # entries to +-lr, so summation-order noise of 1e-9 would move weights by 1e-5)
@@ -50,21 +51,26 @@ def make_case(aggregation: str):
     return policy, optimizer, batch, advantages, update
 
 
-def run(dp, aggregation: str):
+def run(dp, aggregation: str, micro: int = 2):
+    from clicker.train.distributed import full_weights
     from clicker.train.update import policy_update
 
-    policy, optimizer, batch, advantages, update = make_case(aggregation)
+    policy, optimizer, batch, advantages, update = make_case(aggregation, micro)
+    if dp is not None and dp.sharded:  # FSDP: the optimizer then holds the sharded parameters
+        dp.shard_model(policy.model)
+        optimizer = torch.optim.SGD(policy.model.parameters(), lr=update.lr)
     result = policy_update(policy, optimizer, batch, advantages, update,
                            generator=torch.Generator().manual_seed(3), dp=dp)
-    return {k: v.detach().clone() for k, v in policy.model.state_dict().items()}, result.metrics
+    return {k: v.clone() for k, v in full_weights(policy.model).items()}, result.metrics
 
 
 if __name__ == "__main__":
     from clicker.train.distributed import DataParallel
 
     torch.set_num_threads(1)
-    dp = DataParallel.from_env()
+    fsdp = sys.argv[3:] == ["fsdp"]
+    dp = DataParallel.from_env(sharded=fsdp)
     assert dp is not None and dp.world == 2
-    params, metrics = run(dp, sys.argv[2])
+    params, metrics = run(dp, sys.argv[2], micro=1 if fsdp else 2)
     if dp.main:
         torch.save({"params": params, "metrics": metrics}, sys.argv[1])

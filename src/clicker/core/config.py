@@ -118,6 +118,9 @@ class TrainConfig(_Section):
     eval_temperature: float = Field(0.0, ge=0, description="eval sampling temperature (0 = greedy)")
     checkpoint_every: int = Field(10, ge=0, description="checkpoint every N iterations (0 = end)")
     keep_checkpoints: int = Field(2, ge=1, description="how many checkpoints to keep")
+    fsdp: bool = Field(
+        False, description="under torchrun: shard the policy's weights, gradients and optimizer "
+        "state over the processes (FSDP2); sampling runs on a full replica")
     max_skipped_updates: int = Field(
         5, ge=0, description="stop the run (with a checkpoint) after this many updates in a row "
         "skipped for a non-finite loss or gradient (0 = never)")

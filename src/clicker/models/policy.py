@@ -89,6 +89,8 @@ class Policy:
         zero = torch.zeros_like(logp[:, :1])
         return torch.cat([zero, logp], 1), torch.cat([zero, ent], 1)
 
-    def save(self, out_dir: str | Path) -> None:
-        self.model.save_pretrained(out_dir)
+    def save(self, out_dir: str | Path, state_dict: dict | None = None) -> None:
+        """Hugging Face format; `state_dict`: these weights instead of the module's own (a
+        sharded model's, gathered whole)."""
+        self.model.save_pretrained(out_dir, state_dict=state_dict)
         self.tokenizer.save_pretrained(out_dir)

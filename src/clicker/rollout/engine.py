@@ -71,8 +71,9 @@ class HFEngine(Sampler):
             theirs = dict(self.trainer.named_parameters()) | dict(self.trainer.named_buffers())
             if mine.keys() != theirs.keys():
                 raise RuntimeError("the sampling replica and the trainer have different tensors")
-            for name, t in mine.items():
-                t.copy_(theirs[name])  # casts to the replica's dtype and device
+            for name, t in mine.items():  # casts to the replica's dtype and device; a sharded
+                src = theirs[name]  # (FSDP) trainer's tensors are gathered whole, on every rank
+                t.copy_(src.full_tensor() if hasattr(src, "full_tensor") else src)
         self.version = version
 
 

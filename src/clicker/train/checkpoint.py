@@ -53,8 +53,10 @@ def set_rng_state(state: dict, generator: torch.Generator) -> None:
     generator.set_state(state["sampler"])
 
 
-def save_checkpoint(run_dir: Path, iteration: int, policy: Policy, state: dict, keep: int = 2):
-    """Write checkpoints/iter-<iteration> atomically and point `latest` at it."""
+def save_checkpoint(run_dir: Path, iteration: int, policy: Policy, state: dict, keep: int = 2,
+                    weights: dict | None = None):
+    """Write checkpoints/iter-<iteration> atomically and point `latest` at it (`weights`: the
+    policy's state dict, when the module does not hold it whole)."""
     root = Path(run_dir) / "checkpoints"
     root.mkdir(parents=True, exist_ok=True)
     name = f"iter-{iteration:06d}"
@@ -62,7 +64,7 @@ def save_checkpoint(run_dir: Path, iteration: int, policy: Policy, state: dict, 
     if tmp.exists():
         shutil.rmtree(tmp)
     tmp.mkdir()
-    policy.save(tmp)
+    policy.save(tmp, state_dict=weights)
     torch.save(state, tmp / "trainer_state.pt")
     for f in tmp.iterdir():
         with open(f, "rb") as fh:

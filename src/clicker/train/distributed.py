@@ -14,7 +14,17 @@ different numbers of forward passes per step (possibly none); DDP's hooks need e
 run the same backward passes, and its mean over ranks would have to be undone. One bucketed
 all-reduce of the flattened gradients after the micro-batches does what DDP's hooks do, without
 overlapping communication with the backward pass (it matters little on CPU/gloo; on GPUs it is
-the first thing to add). FSDP, for models that do not fit one device, is not implemented.
+the first thing to add).
+
+FSDP (`sharded=True`, `shard_model`): for a model whose weights, gradients and optimizer state
+do not fit one device, each decoder layer and then the whole model go through PyTorch's
+`fully_shard` (FSDP2): every rank holds 1/N of each tensor, all-gathers a layer's weights for
+its forward and backward, and reduce-scatters its gradients (averaged by FSDP; the losses are
+scaled by the world size, so this is the exact sum above). Every forward is then a collective, so every rank must run the
+same number of passes: `policy_update` pads a rank with fewer rows with passes that weigh 0, and
+runs one plain forward per micro-batch (no shared-prefix split, whose pass count depends on the
+rows). Sampling with a sharded model would need the same lock-step, so a sharded run samples on
+a replica (`rollout.engine_dtype`/`engine_device`, synced with `full_weights`).
 """
 
 from __future__ import annotations
@@ -37,9 +47,11 @@ class DataParallel:
 
     rank: int
     world: int
+    sharded: bool = False  # FSDP: parameters, gradients and optimizer state split over ranks
 
     @classmethod
-    def from_env(cls, *, timeout_s: float = 600.0) -> DataParallel | None:
+    def from_env(cls, *, timeout_s: float = 600.0, sharded: bool = False
+                 ) -> DataParallel | None:
         """The process group torchrun describes (WORLD_SIZE > 1 in the environment), joined
         with gloo (nccl on CUDA) if it is not yet; None when there is one process."""
         world = int(os.environ.get("WORLD_SIZE", "1"))
@@ -48,7 +60,67 @@ class DataParallel:
         if not dist.is_initialized():
             backend = "nccl" if torch.cuda.is_available() else "gloo"
             dist.init_process_group(backend, timeout=datetime.timedelta(seconds=timeout_s))
-        return cls(dist.get_rank(), dist.get_world_size())
+        return cls(dist.get_rank(), dist.get_world_size(), sharded)
+
+    def shard_model(self, model: torch.nn.Module) -> torch.nn.Module:
+        """FSDP2 in place: `fully_shard` each decoder layer (`model.model.layers`, as in Hugging
+        Face causal LMs, when present), then the whole model. FSDP averages the gradients over
+        the ranks (gloo has no pre-multiplied sum), so `policy_update` scales its sharded
+        losses by the world size. Build the optimizer afterwards: it needs the sharded
+        parameters."""
+        from torch.distributed.fsdp import fully_shard
+
+        for layer in getattr(getattr(model, "model", None), "layers", None) or []:
+            fully_shard(layer)
+        fully_shard(model)
+        return model
+
+    def model_state(self, model: torch.nn.Module) -> dict[str, torch.Tensor] | None:
+        """Sharded: the whole weights on rank 0's CPU, {} elsewhere (a collective). Else None:
+        the module's own state dict is the whole one."""
+        if not self.sharded:
+            return None
+        from torch.distributed.checkpoint.state_dict import StateDictOptions, get_model_state_dict
+
+        whole = get_model_state_dict(model, options=StateDictOptions(full_state_dict=True,
+                                                                     cpu_offload=True))
+        # a tied weight (input and output embeddings) is saved once, as save_pretrained does
+        tied = ({n for n, _ in model.named_parameters(remove_duplicate=False)}
+                - {n for n, _ in model.named_parameters()})
+        return {k: v for k, v in whole.items() if k not in tied}
+
+    def optimizer_state(self, model: torch.nn.Module, optimizer: torch.optim.Optimizer) -> dict:
+        """The optimizer's state dict; sharded, the whole (unsharded) one on rank 0, keyed by
+        parameter name (a collective)."""
+        if not self.sharded:
+            return optimizer.state_dict()
+        from torch.distributed.checkpoint.state_dict import (
+            StateDictOptions,
+            get_optimizer_state_dict,
+        )
+
+        return get_optimizer_state_dict(model, optimizer, options=StateDictOptions(
+            full_state_dict=True, cpu_offload=True))
+
+    def load_optimizer_state(self, model: torch.nn.Module, optimizer: torch.optim.Optimizer,
+                             state: dict) -> None:
+        """Restore what `optimizer_state` returned (every rank passes the whole state)."""
+        if not self.sharded:
+            optimizer.load_state_dict(state)
+            return
+        from torch.distributed.checkpoint.state_dict import (
+            StateDictOptions,
+            set_optimizer_state_dict,
+        )
+
+        set_optimizer_state_dict(model, optimizer, state,
+                                 options=StateDictOptions(full_state_dict=True))
+
+    def most(self, x: int) -> int:
+        """The largest value of an integer over the ranks."""
+        t = torch.tensor([x], dtype=torch.int64)
+        dist.all_reduce(t, op=dist.ReduceOp.MAX)
+        return int(t.item())
 
     @property
     def main(self) -> bool:
@@ -111,7 +183,7 @@ class DataParallel:
         each tensor: its sum and its sum of squares)."""
         with torch.no_grad():
             digest = [(float(p.double().sum()), float(p.double().square().sum()))
-                      for p in model.parameters()]
+                      for p in map(full_tensor, model.parameters())]
         gathered: list[Any] = [None] * self.world
         dist.all_gather_object(gathered, digest)
         return all(g == gathered[0] for g in gathered)
@@ -131,3 +203,14 @@ class DataParallel:
         gathered: list[Any] = [None] * self.world
         dist.all_gather_object(gathered, list(items))
         return [x for part in gathered for x in part]
+
+
+def full_tensor(t: torch.Tensor) -> torch.Tensor:
+    """A sharded (DTensor) parameter or gradient gathered whole (a collective: every rank calls
+    it); a plain tensor as it is."""
+    return t.full_tensor() if hasattr(t, "full_tensor") else t
+
+
+def full_weights(model: torch.nn.Module) -> dict[str, torch.Tensor]:
+    """The model's whole state dict on every rank (a collective under FSDP)."""
+    return {k: full_tensor(v).detach() for k, v in model.state_dict().items()}

@@ -57,15 +57,17 @@ def evaluate(
     policy: Policy, world: World, n: int, *, temperature: float = 0.0, seed: int = 0,
     max_turns: int | None = None, split: str = "test", reuse_cache: bool = True,
     context: Callable[[str, int], str] | None = None, offset: int = 0,
+    model: torch.nn.Module | None = None,
 ) -> EvalResult:
     """Held-out success: one episode per problem on problems offset..offset+n-1 of the split,
-    with `context(split, index)` before each prompt if given (the lessons book)."""
+    with `context(split, index)` before each prompt if given (the lessons book); `model`:
+    sample with this module instead of the policy's (a sharded policy's whole replica)."""
     gen = torch.Generator(device=policy.device).manual_seed(seed + EVAL_SEED_OFFSET)
     settings = RolloutSettings(group_size=1, temperature=temperature, max_turns=max_turns,
                                reuse_cache=reuse_cache)
     eps = []
     chunk = 64
-    sampler = Sampler(policy.model, policy.tokenizer)
+    sampler = Sampler(model or policy.model, policy.tokenizer)
     for start in range(0, n, chunk):
         idx = list(range(offset + start, offset + min(n, start + chunk)))
         eps += run_episodes(policy, world, split, idx, settings, gen, sampler,  # type: ignore[arg-type]
@@ -138,11 +140,33 @@ def resources(t_start: float, iteration_s: list[float], device: torch.device) ->
             "peak_rss_mb": rss_mb, "peak_cuda_mb": cuda}
 
 
+def eval_due(every: int, it: int, iterations: int, spent: bool) -> bool:
+    """Whether a held-out eval follows iteration `it` (the last one always has one)."""
+    return bool(every) and ((it + 1) % every == 0 or it + 1 == iterations or spent)
+
+
+FSDP_CREDIT = ("grpo", "drgrpo", "rloo", "rft", "value")
+
+
+def check_fsdp(cfg: Config, dp: DataParallel | None) -> None:
+    """`train.fsdp` runs only where every forward pass of the sharded policy is one every rank
+    makes: the update, and scoring the shared batch. Sampling runs on a replica."""
+    if dp is None:
+        raise ValueError("train.fsdp shards the policy over torchrun processes: launch with "
+                         "torchrun --nproc_per_node N -m clicker.cli train ...")
+    other = [s for s in cfg.credit.sources if s not in FSDP_CREDIT]
+    if other or ("value" in cfg.credit.sources and cfg.credit.value.model != "separate"):
+        raise ValueError(f"train.fsdp runs credit sources {', '.join(FSDP_CREDIT)} (value with "
+                         f"model: separate); not {', '.join(other) or 'value with model: head'}")
+
+
 def train(cfg: Config, run_dir: Path | None = None, *, resume: bool = False) -> dict:
     """Train a policy as configured; returns the run summary (also in summary.json)."""
     t_start = time.time()
     run_dir = Path(run_dir or cfg.train.run_dir or default_run_dir(cfg))
-    dp = DataParallel.from_env()  # under torchrun: data-parallel (clicker.train.distributed)
+    dp = DataParallel.from_env(sharded=cfg.train.fsdp)  # torchrun: clicker.train.distributed
+    if cfg.train.fsdp:
+        check_fsdp(cfg, dp)
     if dp is not None:
         if cfg.dream.enabled or cfg.lessons.enabled:
             raise ValueError("dream and lessons do not run under torchrun yet (issue 8); "
@@ -150,13 +174,11 @@ def train(cfg: Config, run_dir: Path | None = None, *, resume: bool = False) -> 
         if cfg.rollout.shards or cfg.rollout.ray:
             raise ValueError("under torchrun each rank samples its share of the prompts; "
                              "rollout.shards and rollout.ray do not apply")
-        if resume:
-            raise ValueError("resuming under torchrun is not supported yet (issue 8): "
-                             "transformers writes weights on rank 0 only")
-        if not dp.main:  # rank 0 owns the run dir; the others log under ranks/<rank>
-            run_dir = run_dir / "ranks" / str(dp.rank)
+    main_dir = run_dir  # checkpoints: rank 0 writes them (with every rank's RNG), all read them
+    if dp is not None and not dp.main:  # rank 0 owns the run dir; the others log under ranks/<r>
+        run_dir = run_dir / "ranks" / str(dp.rank)
     run_dir.mkdir(parents=True, exist_ok=True)
-    ckpt = latest_checkpoint(run_dir) if resume else None
+    ckpt = latest_checkpoint(main_dir) if resume else None
     has_metrics = (run_dir / "metrics.jsonl").is_file() and (run_dir / "metrics.jsonl").stat().st_size
     if resume and ckpt is None and has_metrics:
         raise ValueError(f"cannot resume {run_dir}: it has metrics but no finished checkpoint")
@@ -176,21 +198,25 @@ def train(cfg: Config, run_dir: Path | None = None, *, resume: bool = False) -> 
     frozen = initial.model if ckpt is not None else None
     if frozen is not None:
         frozen.eval().requires_grad_(False)
-    u = cfg.update
-    optimizer = torch.optim.AdamW(policy.model.parameters(), lr=u.lr, weight_decay=u.weight_decay,
-                                  betas=(0.9, 0.99))
     # each rank samples its own share of the prompts, so its own stream (rank 0: the seed's)
     rank = dp.rank if dp is not None else 0
     generator = torch.Generator(device=policy.device).manual_seed(cfg.train.seed + 7919 * rank)
     cpu_gen = torch.Generator().manual_seed(cfg.train.seed + 1)
-    sampler = make_engine(cfg.rollout.engine, policy, dtype=cfg.rollout.engine_dtype,
-                          device=cfg.rollout.engine_device)
+    sharded = dp is not None and dp.sharded  # FSDP: sample on a whole replica
+    sampler = make_engine(cfg.rollout.engine, policy, device=cfg.rollout.engine_device,
+                          dtype=cfg.rollout.engine_dtype or (
+                              str(policy.model.dtype).removeprefix("torch.") if sharded else None))
     settings = RolloutSettings(cfg.rollout.group_size, cfg.rollout.temperature, cfg.rollout.top_p,
                                cfg.rollout.max_action_tokens, cfg.rollout.max_turns,
                                cfg.rollout.reuse_cache, cfg.rollout.step_timeout_s)
     ctx = CreditContext(policy, world, settings, generator, initial=frozen, seed=cfg.train.seed)
     credit = make_credit(cfg.credit, ctx)
     reference = ctx.reference if cfg.update.kl_coef > 0 else None
+    if sharded:  # after every copy of the policy (replica, value model, reference) is made
+        dp.shard_model(policy.model)
+    u = cfg.update
+    optimizer = torch.optim.AdamW(policy.model.parameters(), lr=u.lr, weight_decay=u.weight_decay,
+                                  betas=(0.9, 0.99))
     dreamer = None
     if cfg.dream.enabled:
         from clicker.dream.dreamer import Dreamer
@@ -212,9 +238,20 @@ def train(cfg: Config, run_dir: Path | None = None, *, resume: bool = False) -> 
     start, world_tokens = 0, 0
     if ckpt is not None:
         state = load_trainer_state(ckpt)
-        optimizer.load_state_dict(state["optimizer"])
-        set_rng_state(state["rng"], generator)
-        cpu_gen.set_state(state["rng"]["cpu_gen"])
+        if dp is not None:
+            dp.load_optimizer_state(policy.model, optimizer, state["optimizer"])
+        else:
+            optimizer.load_state_dict(state["optimizer"])
+        rng = state["rng"]
+        if dp is not None or "rank_rng" in state:  # a torchrun checkpoint: each rank its own
+            ranks = len(state.get("rank_rng", [None]))
+            if ranks != (dp.world if dp is not None else 1):
+                raise ValueError(f"{ckpt} was written by {ranks} process(es); resume it with "
+                                 f"torchrun --nproc_per_node {ranks}" if ranks > 1 else
+                                 f"{ckpt} was written by one process; resume it without torchrun")
+            rng = state["rank_rng"][dp.rank]
+        set_rng_state(rng, generator)
+        cpu_gen.set_state(rng["cpu_gen"])
         credit.load_state_dict(state["credit"])
         if dreamer is not None:
             dreamer.load_state_dict(state.get("dream", {}))
@@ -231,16 +268,24 @@ def train(cfg: Config, run_dir: Path | None = None, *, resume: bool = False) -> 
 
     def checkpoint(it: int) -> None:
         rng = rng_state(generator) | {"cpu_gen": cpu_gen.get_state()}
-        state = {"optimizer": optimizer.state_dict(), "rng": rng, "iteration": it,
+        optim = dp.optimizer_state(policy.model, optimizer) if dp else optimizer.state_dict()
+        weights = dp.model_state(policy.model) if dp else None  # FSDP: gathered whole
+        state = {"optimizer": optim, "rng": rng, "iteration": it,
                  "world_tokens": world_tokens, "credit": credit.state_dict()}
         if dreamer is not None:
             state["dream"] = dreamer.state_dict()
-        save_checkpoint(run_dir, it, policy, state, keep=cfg.train.keep_checkpoints)
+        if dp is not None:  # every rank's sampling streams; the rest is the same on every rank
+            state["rank_rng"] = dp.gather([rng])
+            if not dp.main:
+                return
+        save_checkpoint(main_dir, it, policy, state, keep=cfg.train.keep_checkpoints,
+                        weights=weights)
 
     def held_out(context=None) -> float:
         r = evaluate(policy, world, cfg.train.eval_problems, temperature=cfg.train.eval_temperature,
                      seed=cfg.train.seed, max_turns=cfg.rollout.max_turns,
-                     reuse_cache=cfg.rollout.reuse_cache, context=context)
+                     reuse_cache=cfg.rollout.reuse_cache, context=context,
+                     model=sampler.model if sharded else None)
         return r.success
 
     tc = cfg.train
@@ -330,8 +375,9 @@ def train(cfg: Config, run_dir: Path | None = None, *, resume: bool = False) -> 
             iteration_s.append(m["time/iteration_s"])
             last_batch = (it, episodes, credit_out)
             spent = bool(tc.world_token_budget and world_tokens >= tc.world_token_budget)
-            if tc.eval_every and ((it + 1) % tc.eval_every == 0 or it + 1 == tc.iterations
-                                  or spent):  # the last iteration always has a held-out point
+            if sharded and eval_due(cfg.train.eval_every, it, tc.iterations, spent):
+                sampler.sync(it + 1)  # every rank gathers the weights of rank 0's eval replica
+            if eval_due(tc.eval_every, it, tc.iterations, spent):
                 last_eval = m["eval/success"] = held_out(lessons)
                 if book is not None:  # the same policy with the book and without it
                     other = held_out(None if lessons else ctx.lessons)

@@ -29,7 +29,7 @@ from clicker.core.mismatch import mismatch_weights
 from clicker.core.types import Batch, DistillTargets
 from clicker.models.policy import Policy
 from clicker.models.shared_prefix import shared_prefix_logits
-from clicker.train.distributed import DataParallel
+from clicker.train.distributed import DataParallel, full_tensor
 
 
 @dataclass
@@ -85,6 +85,7 @@ def policy_update(
     """
     model = policy.model
     dev = policy.device
+    sharded = dp is not None and dp.sharded
     batch = batch.to(dev)
     advantages = advantages.to(dev)
     mismatch: dict[str, float] = {}
@@ -122,15 +123,22 @@ def policy_update(
             live = mb[signal[mb]]
             if dp is not None:
                 live = dp.shard(live)
-            if len(live) == 0:  # a zero gradient, as a step over these rows would have had
+            parts = _chunks(live, math.ceil(len(live) / micro)) if len(live) else []
+            if sharded:  # FSDP: as many passes on every rank; the padding passes weigh nothing
+                parts += [None] * (dp.most(len(parts)) - len(parts))
+            if not parts:  # a zero gradient, as a step over these rows would have had
                 for p in model.parameters():
                     p.grad = torch.zeros_like(p)
             weights = 0.0
-            for part in _chunks(live, math.ceil(len(live) / micro)) if len(live) else []:
+            for part in parts:
+                if part is None:
+                    ids, att = batch.input_ids[mb[:1]], batch.attention_mask[mb[:1]]
+                    (model(input_ids=ids, attention_mask=att.long()).logits.sum() * 0).backward()
+                    continue
                 ids, att = batch.input_ids[part], batch.attention_mask[part]
                 act = batch.action_mask[part]
                 # the part's common leading tokens (its prompts) run once per distinct prompt
-                prefix = int(act.float().argmax(-1).min()) if cfg.share_prefix else 0
+                prefix = int(act.float().argmax(-1).min()) if cfg.share_prefix and not sharded else 0
                 logits = shared_prefix_logits(model, ids, att, prefix, cfg.length_buckets,
                                               next_token_only=True)[:, :-1]
                 logp, ent = token_logprobs(logits, ids[:, 1:], temperature)
@@ -164,8 +172,9 @@ def policy_update(
                     weight = torch.tensor(len(part) / len(mb))
                 if not torch.isfinite(loss):
                     finite = False
-                    break
-                (loss * weight).backward()
+                    if not sharded:  # (sharded: the other ranks wait for this pass's gradients)
+                        break
+                (loss * weight * (dp.world if sharded else 1)).backward()  # (FSDP averages)
                 st["loss"] = loss.detach()
                 st["entropy"] = (ent.detach() * act).sum() / act.sum().clamp(min=1)
                 weights += float(weight)
@@ -173,13 +182,14 @@ def policy_update(
                     stats[k] = stats.get(k, 0.0) + float(v) * float(weight)
             if dp is not None:  # the step every rank takes: the sum of their gradients
                 finite = dp.all_true(finite)
-                if finite:
+                if finite and not sharded:  # (FSDP has reduce-scattered them already)
                     dp.reduce_grads(model.parameters())
                 stats, weights = dp.merge(stats, weights)
             for k in stats:  # the loss sums over the minibatch; the rest: mean over rows trained
                 if k not in ("loss", "kl_ref", "distill") and weights > 0:
                     stats[k] /= weights
-            grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.max_grad_norm)
+            grad_norm = full_tensor(torch.nn.utils.clip_grad_norm_(model.parameters(),
+                                                                   cfg.max_grad_norm))
             if not finite or not torch.isfinite(grad_norm):
                 optimizer.zero_grad(set_to_none=True)
                 skipped += 1
