@@ -171,6 +171,9 @@ class CreditConfig(_Section):
         description="credit source name -> weight; advantages are the weighted sum",
     )
     eps: float = Field(1e-4, gt=0, description="std epsilon of GRPO standardisation")
+    on_workers: list[str] = Field(
+        default_factory=list, description="sources built in their own Ray actors, with their "
+        "models (needs rollout.ray; clicker.credit.remote)")
     value: ValueConfig = Field(default_factory=ValueConfig)
     mc: MCConfig = Field(default_factory=MCConfig)
     implicit_prm: ImplicitPRMConfig = Field(default_factory=ImplicitPRMConfig)
@@ -178,3 +181,11 @@ class CreditConfig(_Section):
     judge: JudgeConfig = Field(default_factory=JudgeConfig)
     rft: RFTConfig = Field(default_factory=RFTConfig)
     distill: DistillConfig = Field(default_factory=DistillConfig)
+
+    @model_validator(mode="after")
+    def _check_on_workers(self) -> CreditConfig:
+        stray = [n for n in self.on_workers if n not in self.sources]
+        if stray:
+            raise ValueError(f"credit.on_workers names {', '.join(stray)}, which credit.sources "
+                             f"does not ({', '.join(self.sources)})")
+        return self

@@ -30,13 +30,15 @@ CREDITS = {
 }
 
 
-def make_credit(cfg, ctx: CreditContext) -> WeightedCredit:
-    """Build the weighted sum of the sources named in a CreditConfig."""
+def make_credit(cfg, ctx: CreditContext, built: dict | None = None) -> WeightedCredit:
+    """Build the weighted sum of the sources named in a CreditConfig; `built`: sources made
+    elsewhere, by name (those on Ray workers, `clicker.credit.remote`)."""
     sources = []
     for name, weight in cfg.sources.items():
         if name not in CREDITS:
             raise ValueError(f"unknown credit source {name!r}; choose from: {', '.join(CREDITS)}")
-        sources.append((float(weight), CREDITS[name](cfg, ctx)))
+        source = (built or {}).get(name) or CREDITS[name](cfg, ctx)
+        sources.append((float(weight), source))
     return WeightedCredit(sources)
 
 

@@ -15,8 +15,10 @@ Connecting: `--ray auto` (`rollout.ray: auto`) joins the cluster this machine be
 one when there is none; `local` always starts a local one; anything else is a cluster address.
 Workers are started with this process's CLICKER_HOME, so they find the same cached models.
 
-Not yet on workers: credit models that need forward passes (value, adjudicators, world model),
-lessons context and dream-testing; the loop refuses those combinations with a clear error.
+Credit sources with models run in actors of their own with `credit.on_workers`
+(`clicker.credit.remote`), reading the weights this pool puts in the object store. Not yet on
+workers: the world model, the lessons context and dream-testing; the loop refuses those
+combinations with a clear error.
 """
 
 from __future__ import annotations
@@ -100,6 +102,12 @@ class RayRollouts:
         self._args = (model, task, threads)
         self.workers = [self._new() for _ in range(workers)]
         self.replaced = 0  # workers replaced after dying, over the run
+        self.weights: tuple[int, Any] = (-1, None)  # (version, object ref) of the last weights
+
+    @property
+    def options(self) -> dict:
+        """Actor options (the workers' environment), for other actors of the run."""
+        return self._options
 
     def _new(self):
         return self._actor.options(**self._options).remote(*self._args)
@@ -111,6 +119,7 @@ class RayRollouts:
         from ray.exceptions import RayActorError
 
         weights = ray.put({k: v.detach().cpu() for k, v in state.items()})
+        self.weights = (version, weights)
         for w in self.workers:
             w.set_weights.remote(version, weights)  # an actor runs its calls in order
         spans = shard_spans(len(indices), shards)

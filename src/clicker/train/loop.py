@@ -209,8 +209,29 @@ def train(cfg: Config, run_dir: Path | None = None, *, resume: bool = False) -> 
     settings = RolloutSettings(cfg.rollout.group_size, cfg.rollout.temperature, cfg.rollout.top_p,
                                cfg.rollout.max_action_tokens, cfg.rollout.max_turns,
                                cfg.rollout.reuse_cache, cfg.rollout.step_timeout_s)
+    pool = None  # Ray rollout workers
+    if cfg.rollout.ray:
+        if cfg.dream.enabled or cfg.lessons.enabled or dp is not None:
+            raise ValueError("Ray rollouts do not run with dream, lessons or torchrun yet "
+                             "(issue 8)")
+        from clicker.rollout.ray_workers import RayRollouts
+
+        pool = RayRollouts(cfg.model.model_dump(), cfg.task.model_dump(),
+                           workers=cfg.rollout.workers, address=cfg.rollout.ray,
+                           threads=cfg.rollout.worker_threads)
+    elif cfg.credit.on_workers:
+        raise ValueError("credit.on_workers runs credit sources in Ray actors: set rollout.ray "
+                         "(auto, local or a cluster address)")
     ctx = CreditContext(policy, world, settings, generator, initial=frozen, seed=cfg.train.seed)
-    credit = make_credit(cfg.credit, ctx)
+    remote = {}  # credit sources in Ray actors (clicker.credit.remote)
+    if cfg.credit.on_workers:
+        from clicker.credit.remote import remote_sources
+
+        remote = remote_sources(cfg.credit.on_workers, cfg.credit.model_dump(),
+                                cfg.model.model_dump(), cfg.task.model_dump(), settings, ctx,
+                                lambda: pool.weights, threads=cfg.rollout.worker_threads,
+                                options=pool.options)
+    credit = make_credit(cfg.credit, ctx, remote)
     reference = ctx.reference if cfg.update.kl_coef > 0 else None
     if sharded:  # after every copy of the policy (replica, value model, reference) is made
         dp.shard_model(policy.model)
@@ -224,16 +245,6 @@ def train(cfg: Config, run_dir: Path | None = None, *, resume: bool = False) -> 
         value = next((s for _, s in credit.sources if s.name == "value"), None)
         dreamer = Dreamer(cfg.dream, cfg.rollout, policy, world, seed=cfg.train.seed,
                           value=value.state_value if value is not None else None)
-    pool = None  # Ray rollout workers
-    if cfg.rollout.ray:
-        if cfg.dream.enabled or cfg.lessons.enabled or dp is not None:
-            raise ValueError("Ray rollouts do not run with dream, lessons or torchrun yet "
-                             "(issue 8)")
-        from clicker.rollout.ray_workers import RayRollouts
-
-        pool = RayRollouts(cfg.model.model_dump(), cfg.task.model_dump(),
-                           workers=cfg.rollout.workers, address=cfg.rollout.ray,
-                           threads=cfg.rollout.worker_threads)
     shards = cfg.rollout.shards or (cfg.rollout.workers if pool is not None else 0)
     start, world_tokens = 0, 0
     if ckpt is not None:
@@ -301,6 +312,7 @@ def train(cfg: Config, run_dir: Path | None = None, *, resume: bool = False) -> 
     last_batch = None  # (iteration, episodes, credit) of the newest iteration, for the gallery
     iteration_s: list[float] = []
     skipped_in_row, stopped = 0, None  # updates skipped for non-finite values (max_skipped)
+    finished = False
     try:
         for it in range(start, tc.iterations):
             if tc.world_token_budget and world_tokens >= tc.world_token_budget:
@@ -400,8 +412,9 @@ def train(cfg: Config, run_dir: Path | None = None, *, resume: bool = False) -> 
                 print(f"stopping: {stopped}; the last checkpoint holds iteration {it}",
                       file=sys.stderr, flush=True)
                 break
+        finished = True
     finally:
-        if pool is not None:
+        if pool is not None and (not remote or not finished):  # (remote: after the checkpoint)
             pool.close()
         progress.close()
         log.close()
@@ -410,6 +423,8 @@ def train(cfg: Config, run_dir: Path | None = None, *, resume: bool = False) -> 
     if done >= start:
         checkpoint(done)
     write_reports(run_dir, credit.report())
+    if remote:  # the credit workers' state is in the checkpoint and their reports are written
+        pool.close()
     if last_batch is not None:
         it, episodes, credit_out = last_batch
         write_gallery(run_dir, gallery_records(episodes, credit_out, policy.tokenizer, it,
