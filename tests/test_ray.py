@@ -168,3 +168,33 @@ def test_on_workers_needs_ray_and_named_sources(tmp_path):
                             "train.progress=false"])
     with pytest.raises(ValueError, match="set rollout.ray"):
         train(cfg, tmp_path / "run")
+
+
+def test_dyna_with_the_world_model_on_a_worker_dreams_the_in_process_dreams(cluster, tmp_path):
+    """Under `rollout.ray`, Dyna's world model trains and dreams in its own actor, seeded as the
+    trainer seeds its own generator (which, with shards, only dreams use): the same dreams, so
+    the same imagined tokens and metrics, as in process; planning on Ray is refused."""
+    sets = ["task.name=addition", "rollout.prompts=4", "rollout.group_size=4",
+            "train.iterations=3", "train.eval_every=0", "train.progress=false",
+            "train.checkpoint_every=0", "rollout.shards=2", "dream.dyna=true",
+            "dream.warmup_iterations=1", "dream.dyna_prompts=2", "dream.min_confidence=0",
+            "dream.wm_steps=4"]
+    remote = [*sets, "rollout.ray=auto", "rollout.workers=2"]
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        a = train(build_config({}, sets), tmp_path / "local")
+        b = train(build_config({}, remote), tmp_path / "ray")
+    finally:
+        torch.set_num_threads(threads)
+    assert a["imagined_tokens"] == b["imagined_tokens"] > 0
+    assert a["world_tokens"] == b["world_tokens"]
+    rows = {n: [json.loads(x) for x in (tmp_path / n / "metrics.jsonl").open()]
+            for n in ("local", "ray")}
+    dyna = [k for k in rows["local"][-1] if k.startswith(("dream/", "wm/"))]
+    assert "dream/dyna/episodes" in dyna and rows["ray"][-1]["dream/dyna/episodes"] == 8
+    for x, y in zip(rows["local"], rows["ray"]):
+        for k in [*dyna, "loss/policy"]:
+            assert x.get(k) == pytest.approx(y.get(k), rel=1e-4, abs=1e-6), k
+    with pytest.raises(ValueError, match="dream.plan"):
+        train(build_config({}, [*remote, "dream.plan=true"]), tmp_path / "plan")

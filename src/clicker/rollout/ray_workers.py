@@ -16,9 +16,9 @@ one when there is none; `local` always starts a local one; anything else is a cl
 Workers are started with this process's CLICKER_HOME, so they find the same cached models.
 
 Credit sources with models run in actors of their own with `credit.on_workers`
-(`clicker.credit.remote`), reading the weights this pool puts in the object store. Not yet on
-workers: the world model, the lessons context and dream-testing; the loop refuses those
-combinations with a clear error.
+(`clicker.credit.remote`), and so does the world model of a Dyna run (`clicker.dream.remote`),
+reading the weights this pool puts in the object store. Not yet on workers: the lessons context
+and dream-testing (`dream.plan`); the loop refuses those combinations with a clear error.
 """
 
 from __future__ import annotations

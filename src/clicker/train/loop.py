@@ -211,9 +211,9 @@ def train(cfg: Config, run_dir: Path | None = None, *, resume: bool = False) -> 
                                cfg.rollout.reuse_cache, cfg.rollout.step_timeout_s)
     pool = None  # Ray rollout workers
     if cfg.rollout.ray:
-        if cfg.dream.enabled or cfg.lessons.enabled or dp is not None:
-            raise ValueError("Ray rollouts do not run with dream, lessons or torchrun yet "
-                             "(issue 8)")
+        if cfg.lessons.enabled or dp is not None or cfg.dream.plan:
+            raise ValueError("Ray rollouts do not run with lessons, dream.plan (Dyna does) or "
+                             "torchrun yet (issue 8)")
         from clicker.rollout.ray_workers import RayRollouts
 
         pool = RayRollouts(cfg.model.model_dump(), cfg.task.model_dump(),
@@ -239,7 +239,13 @@ def train(cfg: Config, run_dir: Path | None = None, *, resume: bool = False) -> 
     optimizer = torch.optim.AdamW(policy.model.parameters(), lr=u.lr, weight_decay=u.weight_decay,
                                   betas=(0.9, 0.99))
     dreamer = None
-    if cfg.dream.enabled:
+    if cfg.dream.enabled and pool is not None:  # the world model on a worker (Dyna only)
+        from clicker.dream.remote import RemoteDreamer
+
+        dreamer = RemoteDreamer(cfg.dream, cfg.rollout, cfg.model.model_dump(),
+                                cfg.task.model_dump(), seed=cfg.train.seed, pool=pool,
+                                threads=cfg.rollout.worker_threads)
+    elif cfg.dream.enabled:
         from clicker.dream.dreamer import Dreamer
 
         value = next((s for _, s in credit.sources if s.name == "value"), None)
@@ -414,7 +420,8 @@ def train(cfg: Config, run_dir: Path | None = None, *, resume: bool = False) -> 
                 break
         finished = True
     finally:
-        if pool is not None and (not remote or not finished):  # (remote: after the checkpoint)
+        held = remote or (pool is not None and dreamer is not None)  # actors with state
+        if pool is not None and (not held or not finished):  # (held: after the checkpoint)
             pool.close()
         progress.close()
         log.close()
@@ -423,7 +430,7 @@ def train(cfg: Config, run_dir: Path | None = None, *, resume: bool = False) -> 
     if done >= start:
         checkpoint(done)
     write_reports(run_dir, credit.report())
-    if remote:  # the credit workers' state is in the checkpoint and their reports are written
+    if held:  # the credit and dream workers' state is in the checkpoint, their reports written
         pool.close()
     if last_batch is not None:
         it, episodes, credit_out = last_batch
