@@ -19,7 +19,6 @@ restores it); rollout workers, which hold no state, are replaced instead.
 
 from __future__ import annotations
 
-import os
 from collections.abc import Callable
 from typing import Any
 
@@ -27,45 +26,27 @@ import torch
 
 from clicker.core.types import Batch
 from clicker.credit.base import CreditContext, CreditOutput, CreditSource
+from clicker.rollout.ray_workers import ReplicaActor
 from clicker.rollout.runner import RolloutSettings
 
 
-class CreditWorker:
+class CreditWorker(ReplicaActor):
     """The actor's class: one credit source with its own policy replica, world and context."""
 
     def __init__(self, name: str, credit: dict[str, Any], model: dict[str, Any],
                  task: dict[str, Any], settings: RolloutSettings, seed: int, threads: int = 1):
-        torch.set_num_threads(max(1, threads))
+        super().__init__(model, task, threads, seed)
         from clicker.core.credit_config import CreditConfig
         from clicker.credit import CREDITS
-        from clicker.models.policy import Policy
-        from clicker.tasks import make_world
 
-        torch.manual_seed(seed)  # as the trainer does before it builds its sources
-        policy = Policy.load(model["path"], device=model["device"], dtype=model["dtype"],
-                             tiny_seed=model["tiny_seed"], tiny_recipe=model["tiny_recipe"])
-        generator = torch.Generator(device=policy.device).manual_seed(seed)
-        self.ctx = CreditContext(policy, make_world(task["name"], **task["args"]), settings,
-                                 generator, seed=seed)
+        generator = torch.Generator(device=self.policy.device).manual_seed(seed)
+        self.ctx = CreditContext(self.policy, self.world, settings, generator, seed=seed)
         self.source = CREDITS[name](CreditConfig.model_validate(credit), self.ctx)
-        self.version = -1
-
-    def pid(self) -> int:
-        return os.getpid()
-
-    def set_weights(self, version: int, state: dict[str, torch.Tensor]) -> int:
-        self.ctx.policy.model.load_state_dict(state)
-        self.version = version
-        return version
 
     def compute(self, version: int, iteration: int, batch: Batch) -> CreditOutput:
-        from clicker.rollout.ray_workers import StaleWeights
-
-        if version != self.version:
-            raise StaleWeights(f"credit asked for weights v{version}, holding v{self.version}")
+        self.check(version, "credit")
         self.ctx.iteration = iteration
-        out = self.source(batch.to(self.ctx.policy.device))
-        return _to_cpu(out)
+        return _to_cpu(self.source(batch.to(self.policy.device)))
 
     def state_dict(self) -> dict:
         return _tree_cpu(self.source.state_dict())

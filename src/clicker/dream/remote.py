@@ -15,52 +15,34 @@ every rollout worker; the loop refuses it.
 
 from __future__ import annotations
 
-import os
 from typing import Any
 
 import torch
 
 from clicker.core.types import Batch, Episode
+from clicker.rollout.ray_workers import ReplicaActor
 
 
-class DreamWorker:
+class DreamWorker(ReplicaActor):
     """The actor's class: a `Dreamer` with its own policy replica, world and generator."""
 
     def __init__(self, dream: dict[str, Any], rollout: dict[str, Any], model: dict[str, Any],
                  task: dict[str, Any], seed: int, threads: int = 1):
-        torch.set_num_threads(max(1, threads))
+        super().__init__(model, task, threads, seed)
         from clicker.core.config import DreamConfig, RolloutConfig
         from clicker.dream.dreamer import Dreamer
-        from clicker.models.policy import Policy
-        from clicker.tasks import make_world
 
-        torch.manual_seed(seed)
-        policy = Policy.load(model["path"], device=model["device"], dtype=model["dtype"],
-                             tiny_seed=model["tiny_seed"], tiny_recipe=model["tiny_recipe"])
         self.dreamer = Dreamer(DreamConfig.model_validate(dream),
-                               RolloutConfig.model_validate(rollout), policy,
-                               make_world(task["name"], **task["args"]), seed=seed)
-        self.policy = policy
-        self.generator = torch.Generator(device=policy.device).manual_seed(seed)
-        self.version = -1
-
-    def pid(self) -> int:
-        return os.getpid()
-
-    def set_weights(self, version: int, state: dict[str, torch.Tensor]) -> int:
-        self.policy.model.load_state_dict(state)
-        self.version = version
-        return version
+                               RolloutConfig.model_validate(rollout), self.policy, self.world,
+                               seed=seed)
+        self.generator = torch.Generator(device=self.policy.device).manual_seed(seed)
 
     def observe(self, episodes: list[Episode]) -> dict[str, float]:
         return self.dreamer.observe(episodes)
 
     def imagine(self, version: int, iteration: int, group_offset: int, seen: list[int] | None
                 ) -> tuple[list[Episode], dict[str, float], int]:
-        from clicker.rollout.ray_workers import StaleWeights
-
-        if version != self.version:
-            raise StaleWeights(f"dreams asked for weights v{version}, holding v{self.version}")
+        self.check(version, "dreams")
         dreams, metrics = self.dreamer.imagine(iteration, group_offset, self.generator, seen)
         return dreams, metrics, self.dreamer.imagined_tokens
 

@@ -37,14 +37,18 @@ class StaleWeights(RuntimeError):
     """A worker was asked to sample with weights other than the ones it holds."""
 
 
-class RolloutWorker:
-    """The actor's class (wrapped by `ray.remote` when the pool starts)."""
+class ReplicaActor:
+    """What every actor of a run shares: a policy replica from the run's model config, its
+    own world, and versioned weights (`check` refuses any other version)."""
 
-    def __init__(self, model: dict[str, Any], task: dict[str, Any], threads: int = 1):
+    def __init__(self, model: dict[str, Any], task: dict[str, Any], threads: int = 1,
+                 seed: int | None = None):
         torch.set_num_threads(max(1, threads))
         from clicker.models.policy import Policy
         from clicker.tasks import make_world
 
+        if seed is not None:
+            torch.manual_seed(seed)  # as the trainer does before it builds its models
         self.policy = Policy.load(model["path"], device=model["device"], dtype=model["dtype"],
                                   tiny_seed=model["tiny_seed"], tiny_recipe=model["tiny_recipe"])
         self.world = make_world(task["name"], **task["args"])
@@ -58,10 +62,17 @@ class RolloutWorker:
         self.version = version
         return version
 
+    def check(self, version: int, what: str = "samples") -> None:
+        if version != self.version:
+            raise StaleWeights(f"{what} asked for weights v{version}, holding v{self.version}")
+
+
+class RolloutWorker(ReplicaActor):
+    """The rollout actor's class (wrapped by `ray.remote` when the pool starts)."""
+
     def run(self, version: int, indices: list[int], span: tuple[int, int],
             settings: RolloutSettings, seed: int, shard: int) -> list[Episode]:
-        if version != self.version:
-            raise StaleWeights(f"asked for weights v{version}, holding v{self.version}")
+        self.check(version)
         return run_shard(self.policy, self.world, indices, span, settings, seed=seed,
                          iteration=version, shard=shard)
 
