@@ -31,9 +31,22 @@ def pytest_configure(config):
 
 
 def pytest_collection_modifyitems(items):
-    """The slow tests first (a stable sort, the same in every worker): started last, one of them
-    would run alone on one core while the other core sits idle."""
-    items.sort(key=lambda item: item.get_closest_marker("slow") is None)
+    """The slow tests first, spread over the workers. xdist's worksteal gives each of the N
+    workers one contiguous share of this order (then lets idle workers steal from the others'
+    tails), so each share starts with every N-th slow test: the slow tests run at once on all
+    cores, not one after another on the first worker."""
+    slow = [i for i in items if i.get_closest_marker("slow") is not None]
+    fast = [i for i in items if i.get_closest_marker("slow") is None]
+    n = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
+    order, left = [], len(items)
+    for k in range(n):
+        size = left // (n - k)  # worksteal's share for the k-th worker
+        left -= size
+        share = slow[k::n]
+        take = len(fast) if k == n - 1 else max(0, size - len(share))
+        order += share + fast[:take]
+        fast = fast[take:]
+    items[:] = order
 
 
 @pytest.fixture(scope="session")

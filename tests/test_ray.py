@@ -128,14 +128,16 @@ def test_training_on_ray_equals_training_in_process(cluster, tmp_path):
         assert a["loss/policy"] == pytest.approx(b["loss/policy"], abs=1e-6)
 
 
-def test_value_credit_on_a_worker_equals_value_credit_in_process(cluster, tmp_path):
-    """`credit.on_workers: [value]`: the value model lives, trains and predicts in its own actor,
-    seeded as the trainer seeds its own, so two iterations give the in-process run's credit;
-    the checkpoint holds the actor's value model, and a resumed run loads it back there."""
+@pytest.mark.parametrize("source", ["value", "adjudicator"])
+def test_credit_on_a_worker_equals_credit_in_process(cluster, tmp_path, source):
+    """`credit.on_workers: [value]` (or the adjudicators): the source's models live, train and
+    predict in its own actor, seeded as the trainer seeds its own, so two iterations give the
+    in-process run's credit; the checkpoint holds the actor's models, and a resumed run loads
+    them back there."""
     sets = ["task.name=addition", "rollout.prompts=4", "rollout.group_size=4",
             "train.iterations=2", "train.eval_every=0", "train.progress=false",
-            "train.checkpoint_every=0", "rollout.shards=2", "credit.sources={value: 1.0}"]
-    remote = [*sets, "rollout.ray=auto", "rollout.workers=2", "credit.on_workers=[value]"]
+            "train.checkpoint_every=0", "rollout.shards=2", f"credit.sources={{{source}: 1.0}}"]
+    remote = [*sets, "rollout.ray=auto", "rollout.workers=2", f"credit.on_workers=[{source}]"]
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
@@ -147,18 +149,19 @@ def test_value_credit_on_a_worker_equals_value_credit_in_process(cluster, tmp_pa
     rows = {n: [json.loads(x) for x in (tmp_path / n / "metrics.jsonl").open()]
             for n in ("local", "ray")}
     assert [r["iteration"] for r in rows["ray"]] == [0, 1, 2]
+    own = [k for k in rows["local"][-1] if k.startswith(f"credit/{source}/")]
+    assert own and all(k in rows["ray"][2] for k in own)
     for a, b in zip(rows["local"], rows["ray"]):
         assert a["rollout/success"] == b["rollout/success"]
-        for k in ("credit/value/explained_variance", "credit/adv_std", "loss/policy"):
+        for k in (*own, "credit/adv_std", "loss/policy"):
             assert a[k] == pytest.approx(b[k], rel=1e-4, abs=1e-6), k
-    assert "credit/value/explained_variance" in rows["ray"][2]
     from clicker.train.checkpoint import latest_checkpoint, load_trainer_state
 
-    local = load_trainer_state(latest_checkpoint(tmp_path / "local"))["credit"]["value"]
+    local = load_trainer_state(latest_checkpoint(tmp_path / "local"))["credit"][source]
     ray_state = torch.load(next((tmp_path / "ray" / "checkpoints").glob("iter-000001/"
                                                                         "trainer_state.pt")),
-                           weights_only=False)["credit"]["value"]
-    assert local.keys() == ray_state.keys() and local  # the worker's value model was saved
+                           weights_only=False)["credit"][source]
+    assert local.keys() == ray_state.keys() and local  # the worker's models were saved
 
 
 def test_on_workers_needs_ray_and_named_sources(tmp_path):
