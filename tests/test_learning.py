@@ -50,11 +50,13 @@ def test_grpo_learns_short_keydoor(tiny_dir, tmp_path):
 
 
 def test_value_credit_learns_short_keydoor(tiny_dir, tmp_path):
-    """The clicker alone (no outcome baseline): a TD-learned value model as the potential."""
+    """The clicker alone (no outcome baseline): a TD-learned value model as the potential.
+    One value pass per batch (the default is 2): the suite's slowest test, 283 -> 226 s on one
+    thread; measured 0.52 -> 0.88 held-out success with it, well over the +0.12 asked."""
     before, after, rows = _run(tmp_path, {
         "task": {"name": "keydoor", "args": {"rooms": 2}},
         "rollout": {"prompts": 8, "group_size": 8},
-        "credit": {"sources": {"value": 1.0}},
+        "credit": {"sources": {"value": 1.0}, "value": {"epochs": 1}},
         "update": {"lr": 1e-4},
         "train": {"iterations": 30, "eval_every": 30, "eval_temperature": 1.0,
                   "eval_problems": 128},
