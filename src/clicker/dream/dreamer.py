@@ -28,6 +28,16 @@ from clicker.tasks.base import World
 DYNA_INDEX_OFFSET = 2**41  # imagined problems: train-split indices real rollouts never draw
 
 
+def weigh_dreams(batch: Batch, advantages: torch.Tensor, weight: float) -> torch.Tensor:
+    """Advantages with imagined rows scaled by `weight` (dyna_weight: a positive scale of A
+    scales that row's clipped policy-gradient loss by the same factor)."""
+    imagined = torch.tensor([e.imagined for e in batch.episodes], dtype=torch.bool)
+    if not imagined.any():
+        return advantages
+    scale = torch.where(imagined, weight, 1.0).to(advantages)
+    return advantages * scale[:, None]
+
+
 class Dreamer:
     def __init__(self, cfg: DreamConfig, rollout: RolloutConfig, policy: Policy, world: World,
                  *, seed: int = 0, value: ValueFn | None = None):
@@ -99,13 +109,7 @@ class Dreamer:
         }
 
     def weigh(self, batch: Batch, advantages: torch.Tensor) -> torch.Tensor:
-        """Advantages with imagined rows scaled by dyna_weight (a positive scale of A scales
-        that row's clipped policy-gradient loss by the same factor)."""
-        imagined = torch.tensor([e.imagined for e in batch.episodes], dtype=torch.bool)
-        if not imagined.any():
-            return advantages
-        scale = torch.where(imagined, self.cfg.dyna_weight, 1.0).to(advantages)
-        return advantages * scale[:, None]
+        return weigh_dreams(batch, advantages, self.cfg.dyna_weight)
 
     def plan_metrics(self) -> dict[str, float]:
         if self.planner is None:

@@ -99,9 +99,9 @@ class RemoteDreamer:
         return dreams, metrics
 
     def weigh(self, batch: Batch, advantages: torch.Tensor) -> torch.Tensor:
-        from clicker.dream.dreamer import Dreamer
+        from clicker.dream.dreamer import weigh_dreams
 
-        return Dreamer.weigh(self, batch, advantages)  # reads only self.cfg
+        return weigh_dreams(batch, advantages, self.cfg.dyna_weight)
 
     def state_dict(self) -> dict:
         import ray

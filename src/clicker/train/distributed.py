@@ -19,12 +19,13 @@ the first thing to add).
 FSDP (`sharded=True`, `shard_model`): for a model whose weights, gradients and optimizer state
 do not fit one device, each decoder layer and then the whole model go through PyTorch's
 `fully_shard` (FSDP2): every rank holds 1/N of each tensor, all-gathers a layer's weights for
-its forward and backward, and reduce-scatters its gradients (averaged by FSDP; the losses are
-scaled by the world size, so this is the exact sum above). Every forward is then a collective, so every rank must run the
-same number of passes: `policy_update` pads a rank with fewer rows with passes that weigh 0, and
-runs one plain forward per micro-batch (no shared-prefix split, whose pass count depends on the
-rows). Sampling with a sharded model would need the same lock-step, so a sharded run samples on
-a replica (`rollout.engine_dtype`/`engine_device`, synced with `full_weights`).
+its forward and backward, and reduce-scatters its gradients (FSDP averages them; the losses are
+scaled by the world size, so this is the exact sum above). Every forward is then a collective,
+so every rank must run the same number of passes: `policy_update` pads a rank with fewer rows
+with passes that weigh 0, and runs one plain forward per micro-batch (no shared-prefix split,
+whose pass count depends on the rows). Sampling with a sharded model would need the same
+lock-step, so a sharded run samples on a whole replica (`HFEngine`, which gathers the shards at
+each sync).
 """
 
 from __future__ import annotations

@@ -263,9 +263,8 @@ def train(cfg: Config, run_dir: Path | None = None, *, resume: bool = False) -> 
         if dp is not None or "rank_rng" in state:  # a torchrun checkpoint: each rank its own
             ranks = len(state.get("rank_rng", [None]))
             if ranks != (dp.world if dp is not None else 1):
-                raise ValueError(f"{ckpt} was written by {ranks} process(es); resume it with "
-                                 f"torchrun --nproc_per_node {ranks}" if ranks > 1 else
-                                 f"{ckpt} was written by one process; resume it without torchrun")
+                how = f"torchrun --nproc_per_node {ranks}" if ranks > 1 else "one process"
+                raise ValueError(f"{ckpt} was written by {ranks} process(es); resume it with {how}")
             rng = state["rank_rng"][dp.rank]
         set_rng_state(rng, generator)
         cpu_gen.set_state(rng["cpu_gen"])
@@ -318,7 +317,6 @@ def train(cfg: Config, run_dir: Path | None = None, *, resume: bool = False) -> 
     last_batch = None  # (iteration, episodes, credit) of the newest iteration, for the gallery
     iteration_s: list[float] = []
     skipped_in_row, stopped = 0, None  # updates skipped for non-finite values (max_skipped)
-    finished = False
     try:
         for it in range(start, tc.iterations):
             if tc.world_token_budget and world_tokens >= tc.world_token_budget:
@@ -418,11 +416,11 @@ def train(cfg: Config, run_dir: Path | None = None, *, resume: bool = False) -> 
                 print(f"stopping: {stopped}; the last checkpoint holds iteration {it}",
                       file=sys.stderr, flush=True)
                 break
-        finished = True
-    finally:
-        held = remote or (pool is not None and dreamer is not None)  # actors with state
-        if pool is not None and (not held or not finished):  # (held: after the checkpoint)
+    except BaseException:
+        if pool is not None:
             pool.close()
+        raise
+    finally:
         progress.close()
         log.close()
         if book is not None:
@@ -430,7 +428,7 @@ def train(cfg: Config, run_dir: Path | None = None, *, resume: bool = False) -> 
     if done >= start:
         checkpoint(done)
     write_reports(run_dir, credit.report())
-    if held:  # the credit and dream workers' state is in the checkpoint, their reports written
+    if pool is not None:  # after the checkpoint and reports: they read the credit/dream actors
         pool.close()
     if last_batch is not None:
         it, episodes, credit_out = last_batch

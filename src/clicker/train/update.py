@@ -138,7 +138,9 @@ def policy_update(
                 ids, att = batch.input_ids[part], batch.attention_mask[part]
                 act = batch.action_mask[part]
                 # the part's common leading tokens (its prompts) run once per distinct prompt
-                prefix = int(act.float().argmax(-1).min()) if cfg.share_prefix and not sharded else 0
+                # (not sharded: there every rank must run the same number of forward passes)
+                share = cfg.share_prefix and not sharded
+                prefix = int(act.float().argmax(-1).min()) if share else 0
                 logits = shared_prefix_logits(model, ids, att, prefix, cfg.length_buckets,
                                               next_token_only=True)[:, :-1]
                 logp, ent = token_logprobs(logits, ids[:, 1:], temperature)
