@@ -190,3 +190,61 @@ def test_dream_methods_are_valid_configs(tmp_path):
     cfgs = {r.method: r.cfg for r in plan(spec, tmp_path)}
     assert cfgs["dream"].dream.plan and cfgs["dream"].dream.dyna
     assert not cfgs["grpo"].dream.enabled
+
+
+def test_imagined_updates_train_the_policy_on_dreams_alone(policy):
+    """Dyna's planning steps: each round dreams a new batch (flagged, no world tokens), runs
+    credit on it and updates the policy on it; a credit that spends no world tokens leaves the
+    world-token count alone, and a round the confidence gate empties makes no update."""
+    import copy
+    import dataclasses
+
+    from clicker.core.config import DreamConfig, RolloutConfig, UpdateConfig
+    from clicker.credit.base import CreditOutput
+    from clicker.dream.dreamer import Dreamer
+    from clicker.dream.dyna import imagined_updates
+
+    live = copy.deepcopy(policy)
+    world = KeyDoor(rooms=2)
+    seen_batches = []
+
+    def credit(batch):  # every action token pushed up: the update must move the policy
+        seen_batches.append(batch)
+        return CreditOutput(batch.action_mask.float())
+
+    d = Dreamer(DreamConfig(dyna=True, oracle=True, warmup_iterations=0, dyna_prompts=1,
+                            dyna_updates=2), RolloutConfig(prompts=1, group_size=2), live, world)
+    before = [p.detach().clone() for p in live.model.parameters()]
+    opt = torch.optim.AdamW(live.model.parameters(), lr=1e-3)
+    m, spent = imagined_updates(d, credit, live, opt, UpdateConfig(), updates=2, iteration=0,
+                                group_offset=1, seen=[0], generator=torch.Generator().manual_seed(0))
+    assert spent == 0 and m["dream/dyna_updates/updates"] == 2
+    assert m["dream/dyna_updates/imagined_tokens"] == d.imagined_tokens > 0
+    assert len(seen_batches) == 2
+    assert all(e.imagined and e.world_tokens == 0 for b in seen_batches for e in b.episodes)
+    assert any(not torch.equal(p, q) for p, q in zip(before, live.model.parameters()))
+    oracle = d.world.predictor
+
+    class Unsure:  # the oracle's answers at confidence 0.1, below the gate's 0.5
+        def predict(self, requests):
+            return [dataclasses.replace(p, confidence=0.1) for p in oracle.predict(requests)]
+
+    d.world.predictor = Unsure()
+    m, _ = imagined_updates(d, credit, live, opt, UpdateConfig(), updates=1, iteration=1,
+                            group_offset=1, seen=[0], generator=torch.Generator().manual_seed(0))
+    assert m["dream/dyna_updates/updates"] == 0 and m["dream/dyna_updates/skipped"] == 1
+
+
+def test_dyna_updates_in_the_loop(tmp_path, tiny_dir):
+    """`dream.dyna_updates`: that many extra updates on dreams each iteration; the world-token
+    count is the real rollouts' alone and every imagined token is counted."""
+    _, base = _run(tmp_path, "plain")
+    summary, rows = _run(tmp_path, "updates", dyna="true", oracle="true", warmup_iterations=0,
+                         dyna_prompts=2, min_confidence=0.5, dyna_updates=2)
+    assert rows[0]["world/tokens"] == base[0]["world/tokens"]
+    assert all(r["dream/dyna_updates/updates"] == 2 for r in rows)
+    assert summary["imagined_tokens"] == rows[-1]["dream/imagined_tokens"] == sum(
+        r["dream/dyna/imagined_tokens"] + r["dream/dyna_updates/imagined_tokens"] for r in rows)
+    assert summary["world_tokens"] == rows[-1]["world/tokens"]
+    with pytest.raises(ValueError, match="dream.dyna=true"):
+        build_config({}, ["dream.dyna_updates=1"])

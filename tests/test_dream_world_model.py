@@ -112,7 +112,10 @@ def test_transitions_skip_rules():
 # ---- the packed loss, prediction, checkpoints (a small random model) ------------------------
 
 
-def test_packed_reply_loss_and_gradient_equal_plain_scoring(random_policy):
+@pytest.mark.parametrize("reward_weight", [1.0, 4.0])
+def test_packed_reply_loss_and_gradient_equal_plain_scoring(random_policy, reward_weight):
+    """The packed loss is the plain per-history loss; with `reward_weight`, the replies that
+    carry a reward or an end weigh that much more in a weighted mean over reply tokens."""
     enc = random_policy.encode
     a = enc("Take key.\nR1: exits s.\n> take\n")
     b = a + enc("got key.\n> s\n")
@@ -126,14 +129,17 @@ def test_packed_reply_loss_and_gradient_equal_plain_scoring(random_policy):
     n_reply = 0
     for t in batch:  # each history + reply scored on its own
         r = ref.reply_ids(t)
+        w = reward_weight if (t.reward or t.done) else 1.0
         ids = torch.tensor([list(t.history) + r])
         logits = ref.model(input_ids=ids).logits[0, len(t.history) - 1:-1]
-        total = total + torch.nn.functional.cross_entropy(logits, torch.tensor(r), reduction="sum")
-        n_reply += len(r)
+        total = total + w * torch.nn.functional.cross_entropy(logits, torch.tensor(r),
+                                                              reduction="sum")
+        n_reply += w * len(r)
     (total / n_reply).backward()
     for rows in (1, 3, 64):  # one forward per history, a split group, all packed in one
-        wm = WorldModel.from_policy(random_policy, WorldModelConfig(micro_batch=rows,
-                                                                    grad_clip=1e9), max_turns=5)
+        wm = WorldModel.from_policy(random_policy, WorldModelConfig(
+            micro_batch=rows, grad_clip=1e9, reward_weight=reward_weight), max_turns=5)
+        assert [wm.weight(t) for t in batch] == [1.0, reward_weight, 1.0, reward_weight]
         assert wm.train_step(batch) == pytest.approx(float(total.detach()) / n_reply,
                                                      rel=1e-5)
         for p, q in zip(wm.model.parameters(), ref.model.parameters()):  # grads before the step

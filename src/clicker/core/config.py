@@ -190,6 +190,9 @@ class DreamConfig(_Section):
     wm_buffer: int = Field(4096, ge=1, description="recent real transitions kept to train on")
     wm_eval: int = Field(64, ge=1, description="new real transitions scored before training on "
                          "them (held-out accuracy over training)")
+    wm_reward_weight: float = Field(1.0, ge=1, description="world model loss weight of the "
+                                    "replies that carry a reward or end the episode (rare "
+                                    "events: the goal step is ~3% of keydoor transitions)")
     warmup_iterations: int = Field(2, ge=0, description="real iterations before any dream is used")
     candidates: int = Field(4, ge=2, description="plan: actions sampled at a decision point (K)")
     horizon: int = Field(1, ge=1, description="plan: turns each candidate is dreamed forward (H)")
@@ -204,12 +207,21 @@ class DreamConfig(_Section):
         "seen", description="dyna: dream the problems this iteration's real rollouts just played "
         "(the world model has just read their transcripts), or problems no rollout draws")
     dyna_weight: float = Field(0.5, gt=0, description="dyna: advantage weight of imagined episodes")
+    dyna_updates: int = Field(0, ge=0, description="dyna: extra policy updates per real iteration "
+                              "on imagined episodes only (Dyna's planning steps; each dreams a "
+                              "new batch with the policy as it now is)")
     min_confidence: float = Field(0.5, ge=0, le=1, description="dyna: drop dreams whose least "
                                   "confident predicted step is below this")
 
     @property
     def enabled(self) -> bool:
         return self.plan or self.dyna
+
+    @model_validator(mode="after")
+    def _dyna_updates_need_dyna(self) -> DreamConfig:
+        if self.dyna_updates and not self.dyna:
+            raise ValueError("dream.dyna_updates dreams with Dyna: set dream.dyna=true too")
+        return self
 
 
 class Config(_Section):

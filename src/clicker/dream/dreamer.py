@@ -49,7 +49,8 @@ class Dreamer:
         else:
             self.model = WorldModel.from_policy(policy, WorldModelConfig(
                 lr=cfg.wm_lr, steps=cfg.wm_steps, epochs=cfg.wm_epochs, batch_size=cfg.wm_batch,
-                micro_batch=cfg.wm_batch, buffer=cfg.wm_buffer, eval_max=cfg.wm_eval, seed=seed),
+                micro_batch=cfg.wm_batch, buffer=cfg.wm_buffer, eval_max=cfg.wm_eval,
+                reward_weight=cfg.wm_reward_weight, seed=seed),
                 max_turns=max_turns)
             predictor = self.model
         self.world = DreamWorld(world, predictor, policy)
@@ -76,13 +77,16 @@ class Dreamer:
         return self.model.observe(real) if self.model is not None else {}
 
     def imagine(self, iteration: int, group_offset: int, generator: torch.Generator | None,
-                seen: list[int] | None = None) -> tuple[list[Episode], dict[str, float]]:
+                seen: list[int] | None = None, round: int = 0
+                ) -> tuple[list[Episode], dict[str, float]]:
         """Dyna: `dyna_prompts` x G imagined episodes, the confident ones. Their problems are
         the first `dyna_prompts` of `seen` (this iteration's real train problems, whose
         transcripts the world model has just read: classic Dyna, new action sequences from
         visited starts) when `dyna_problems` is "seen" and `seen` is given, else train problems
         no real rollout draws. Their group ids start at `group_offset` (they never share a group
-        with real episodes: a baseline mixes no real and imagined returns)."""
+        with real episodes: a baseline mixes no real and imagined returns). `round` numbers
+        the batches dreamed in one iteration (0: the real batch's; 1.. `imagined_updates`'):
+        fresh problems differ by round."""
         if not (self.cfg.dyna and self.ready):
             return [], {}
         r = self.rollout
@@ -91,8 +95,9 @@ class Dreamer:
         if self.cfg.dyna_problems == "seen" and seen:
             indices = [seen[j % len(seen)] for j in range(self.cfg.dyna_prompts)]
         else:
-            base = (DYNA_INDEX_OFFSET
-                    + (self.seed * 10_000_019 + iteration) * self.cfg.dyna_prompts)
+            rounds = self.cfg.dyna_updates + 1
+            base = (DYNA_INDEX_OFFSET + ((self.seed * 10_000_019 + iteration) * rounds + round)
+                    * self.cfg.dyna_prompts)
             indices = [base + j for j in range(self.cfg.dyna_prompts)]
         dreams = run_episodes(self.policy, self.world, "train", indices, settings, generator,
                               self.sampler, group_offset=group_offset)

@@ -129,6 +129,7 @@ class WorldModelConfig:
     max_reply_tokens: int = 64  # reply budget: generation cap, and history room kept for it
     eval_max: int = 64  # new transitions scored per observe() (a random subsample; 0: none)
     grad_clip: float = 1.0  # max gradient norm
+    reward_weight: float = 1.0  # loss weight of replies with a reward or an end (rare events)
     seed: int = 0  # replay sampling and evaluation subsample
 
     def __post_init__(self) -> None:
@@ -139,6 +140,9 @@ class WorldModelConfig:
             raise ValueError("WorldModelConfig.steps and eval_max must be >= 0")
         if self.lr <= 0:
             raise ValueError(f"WorldModelConfig.lr must be > 0, got {self.lr}")
+        if self.reward_weight < 1:
+            raise ValueError(f"WorldModelConfig.reward_weight must be >= 1, got "
+                             f"{self.reward_weight}")
 
 
 class WorldModel:
@@ -343,17 +347,25 @@ class WorldModel:
         losses = [self.train_step(b) for b in batches if b]
         return sum(losses) / len(losses)
 
+    def weight(self, t: Transition) -> float:
+        """A transition's loss weight: cfg.reward_weight for a reply with a reward or an end
+        (the events a dream's return hangs on, and the rarest replies), else 1."""
+        return self.cfg.reward_weight if (t.reward != 0 or t.done) else 1.0
+
     def train_step(self, batch: Sequence[Transition]) -> float:
         """One AdamW step of cross-entropy on the reply tokens (header, observation, EOS) only;
-        the mean is over all reply tokens of the batch. Returns that mean."""
+        the mean is over all reply tokens of the batch, each reply's tokens weighted by
+        `weight` (a weighted mean). Returns that mean."""
         self.model.train()
         self._session = self._trunk = None  # their caches hold the old weights' keys
         replies = [self.reply_ids(t) for t in batch]
-        total = sum(len(r) for r in replies)
+        weights = [self.weight(t) for t in batch]
+        total = sum(w * len(r) for w, r in zip(weights, replies))
         self.optimizer.zero_grad(set_to_none=True)
         loss_sum = 0.0
         for chunk in _prefix_groups([t.history for t in batch], self.cfg.micro_batch):
-            groups = [(list(root), [(len(batch[i].history), replies[i]) for i in members])
+            groups = [(list(root), [(len(batch[i].history), replies[i], weights[i])
+                                    for i in members])
                       for root, members in chunk]
             loss = self._reply_nll(groups) / total
             loss.backward()
@@ -363,11 +375,12 @@ class WorldModel:
         self.updates += 1
         return loss_sum
 
-    def _reply_nll(self, groups: list[tuple[list[int], list[tuple[int, list[int]]]]]
+    def _reply_nll(self, groups: list[tuple[list[int], list[tuple[int, list[int], float]]]]
                    ) -> torch.Tensor:
-        """Summed NLL of replies given histories that are prefixes of a shared root.
+        """Summed NLL of replies given histories that are prefixes of a shared root, each
+        reply's tokens times its weight.
 
-        groups: (root token ids, [(n, reply ids)]) where each history is root[:n]. Each root
+        groups: (root token ids, [(n, reply ids, weight)]) where each history is root[:n]. Each root
         runs through the model once (its KV cache kept with gradients, as in
         `clicker.models.shared_prefix`); then every reply row reads the cache of its root up to
         n - 1 and runs its history's last token and its reply but the last token (positions
@@ -382,7 +395,8 @@ class WorldModel:
         shared = DynamicCache(config=self.model.config)
         self.model(input_ids=ids, attention_mask=mask, use_cache=True,
                    **{self._cache_kw: shared}, **self._one_logit)
-        rows = [(g, n, reply) for g, (_, items) in enumerate(groups) for n, reply in items]
+        rows = [(g, n, reply) for g, (_, items) in enumerate(groups) for n, reply, _ in items]
+        weight = torch.tensor([w for _, items in groups for _, _, w in items], device=dev)
         R = max(len(reply) for _, _, reply in rows)
         inp = torch.tensor([[groups[g][0][n - 1]] + reply[:-1] + [pad] * (R - len(reply))
                             for g, n, reply in rows], device=dev)
@@ -401,7 +415,7 @@ class WorldModel:
                             position_ids=pos, use_cache=True, **{self._cache_kw: cache}).logits
         nll = torch.nn.functional.cross_entropy(logits.float().transpose(1, 2), target,
                                                 reduction="none")
-        return (nll * on).sum()
+        return (nll * on * weight[:, None]).sum()
 
     # ---- checkpoints -----------------------------------------------------------------------
 

@@ -211,9 +211,9 @@ def train(cfg: Config, run_dir: Path | None = None, *, resume: bool = False) -> 
                                cfg.rollout.reuse_cache, cfg.rollout.step_timeout_s)
     pool = None  # Ray rollout workers
     if cfg.rollout.ray:
-        if cfg.lessons.enabled or dp is not None or cfg.dream.plan:
-            raise ValueError("Ray rollouts do not run with lessons, dream.plan (Dyna does) or "
-                             "torchrun yet (issue 8)")
+        if cfg.lessons.enabled or dp is not None or cfg.dream.plan or cfg.dream.dyna_updates:
+            raise ValueError("Ray rollouts do not run with lessons, dream.plan, "
+                             "dream.dyna_updates (Dyna does) or torchrun yet (issue 8)")
         from clicker.rollout.ray_workers import RayRollouts
 
         pool = RayRollouts(cfg.model.model_dump(), cfg.task.model_dump(),
@@ -247,6 +247,7 @@ def train(cfg: Config, run_dir: Path | None = None, *, resume: bool = False) -> 
                                 threads=cfg.rollout.worker_threads)
     elif cfg.dream.enabled:
         from clicker.dream.dreamer import Dreamer
+        from clicker.dream.dyna import imagined_updates
 
         value = next((s for _, s in credit.sources if s.name == "value"), None)
         dreamer = Dreamer(cfg.dream, cfg.rollout, policy, world, seed=cfg.train.seed,
@@ -366,6 +367,14 @@ def train(cfg: Config, run_dir: Path | None = None, *, resume: bool = False) -> 
                                    temperature=cfg.rollout.temperature or 1.0,
                                    reference=reference, generator=cpu_gen,
                                    distill=credit_out.distill, dp=dp)
+            if dreamer is not None and cfg.dream.dyna_updates and dreamer.ready:
+                m_dyna, spent_dreaming = imagined_updates(
+                    dreamer, credit, policy, optimizer, cfg.update, updates=cfg.dream.dyna_updates,
+                    iteration=it, group_offset=cfg.rollout.prompts, seen=indices,
+                    generator=generator, temperature=cfg.rollout.temperature or 1.0,
+                    reference=reference, update_generator=cpu_gen)
+                world_tokens += spent_dreaming  # credit's real-world spending on dreams, if any
+                m_dream |= m_dyna | {"dream/imagined_tokens": float(dreamer.imagined_tokens)}
             # --- log ----------------------------------------------------------------------
             action_tokens = sum(e.num_action_tokens for e in episodes)
             m = {
