@@ -183,12 +183,13 @@ def test_dream_methods_are_valid_configs(tmp_path):
     `clicker compare` builds them."""
     from clicker.experiment.compare import METHODS, load_spec, plan
 
-    for name in ("dream_plan", "dream_dyna", "dream"):
+    for name in ("dream_plan", "dream_dyna", "dream", "dyna_steps"):
         assert METHODS[name]["credit.value.steps"] == "turn"
-    spec = load_spec(None, tasks=["keydoor_quick"], methods=["grpo", "dream_plan", "dream"],
-                     seeds=1)
+    spec = load_spec(None, tasks=["keydoor_quick"],
+                     methods=["grpo", "dream_plan", "dream", "dyna_steps"], seeds=1)
     cfgs = {r.method: r.cfg for r in plan(spec, tmp_path)}
     assert cfgs["dream"].dream.plan and cfgs["dream"].dream.dyna
+    assert cfgs["dyna_steps"].dream.dyna_updates == 3 and cfgs["dyna_steps"].dream.dyna
     assert not cfgs["grpo"].dream.enabled
 
 

@@ -152,6 +152,12 @@ METHODS: dict[str, dict[str, Any]] = {
     "dream_plan": _VALUE_TURN | {"dream.plan": True},
     "dream_dyna": _VALUE_TURN | {"dream.dyna": True},
     "dream": _VALUE_TURN | {"dream.plan": True, "dream.dyna": True},
+    # Dyna's planning steps: 3 extra updates per iteration on 2 x G dreams each, the confidence
+    # gate off (keydoor's unseen rooms are uncertain to any model) and the goal replies weighed
+    # 10x in the world model's loss (benchmarks/dream_dyna.yaml)
+    "dyna_steps": _VALUE_TURN | {"dream.dyna": True, "dream.dyna_updates": 3,
+                                 "dream.dyna_prompts": 2, "dream.min_confidence": 0.0,
+                                 "dream.wm_reward_weight": 10.0},
 }
 
 # Compare presets. quick: `make demo` (at most ~10 minutes on 2 CPU cores including building the
