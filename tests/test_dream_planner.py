@@ -200,7 +200,6 @@ def test_imagined_updates_train_the_policy_on_dreams_alone(policy):
     import copy
     import dataclasses
 
-    from clicker.core.config import DreamConfig, RolloutConfig, UpdateConfig
     from clicker.credit.base import CreditOutput
     from clicker.dream.dreamer import Dreamer
     from clicker.dream.dyna import imagined_updates
@@ -213,12 +212,13 @@ def test_imagined_updates_train_the_policy_on_dreams_alone(policy):
         seen_batches.append(batch)
         return CreditOutput(batch.action_mask.float())
 
-    d = Dreamer(DreamConfig(dyna=True, oracle=True, warmup_iterations=0, dyna_prompts=1,
-                            dyna_updates=2), RolloutConfig(prompts=1, group_size=2), live, world)
+    sets = ["dream.dyna=true", "dream.oracle=true", "dream.warmup_iterations=0",
+            "dream.dyna_prompts=1", "rollout.prompts=1", "rollout.group_size=2"]
+    cfg = build_config({}, sets + ["dream.dyna_updates=2"])
+    d = Dreamer(cfg.dream, cfg.rollout, live, world)
     before = [p.detach().clone() for p in live.model.parameters()]
     opt = torch.optim.AdamW(live.model.parameters(), lr=1e-3)
-    m, spent = imagined_updates(d, credit, live, opt, UpdateConfig(), updates=2, iteration=0,
-                                group_offset=1, seen=[0], generator=torch.Generator().manual_seed(0))
+    m, spent = imagined_updates(d, credit, live, opt, cfg, 0, [0], torch.Generator().manual_seed(0))
     assert spent == 0 and m["dream/dyna_updates/updates"] == 2
     assert m["dream/dyna_updates/imagined_tokens"] == d.imagined_tokens > 0
     assert len(seen_batches) == 2
@@ -231,8 +231,8 @@ def test_imagined_updates_train_the_policy_on_dreams_alone(policy):
             return [dataclasses.replace(p, confidence=0.1) for p in oracle.predict(requests)]
 
     d.world.predictor = Unsure()
-    m, _ = imagined_updates(d, credit, live, opt, UpdateConfig(), updates=1, iteration=1,
-                            group_offset=1, seen=[0], generator=torch.Generator().manual_seed(0))
+    m, _ = imagined_updates(d, credit, live, opt, build_config({}, sets + ["dream.dyna_updates=1"]),
+                            1, [0], torch.Generator().manual_seed(0))
     assert m["dream/dyna_updates/updates"] == 0 and m["dream/dyna_updates/skipped"] == 1
 
 

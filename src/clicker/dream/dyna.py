@@ -21,25 +21,28 @@ from typing import Any
 
 import torch
 
-from clicker.core.config import UpdateConfig
+from clicker.core.config import Config
 from clicker.core.types import Batch
 from clicker.train.update import policy_update
 
 
 def imagined_updates(dreamer: Any, credit: Callable[[Batch], Any], policy: Any,
-                     optimizer: torch.optim.Optimizer, cfg: UpdateConfig, *, updates: int,
-                     iteration: int, group_offset: int, seen: list[int] | None,
-                     generator: torch.Generator | None, temperature: float = 1.0,
+                     optimizer: torch.optim.Optimizer, cfg: Config, iteration: int,
+                     seen: list[int] | None, generator: torch.Generator | None,
                      reference: torch.nn.Module | None = None,
                      update_generator: torch.Generator | None = None
                      ) -> tuple[dict[str, float], int]:
-    """`updates` rounds of dream, credit, update; returns `dream/dyna_updates/*` metrics (means
-    over the rounds that had a batch) and the world tokens credit spent. A round whose dreams
-    the confidence gate dropped entirely makes no update (counted in `skipped`)."""
+    """`cfg.dream.dyna_updates` rounds of dream, credit, update (none before the dreamer's
+    warm-up is over); returns `dream/dyna_updates/*` metrics (means over the rounds that had a
+    batch) and the world tokens credit spent. A round whose dreams the confidence gate dropped
+    entirely makes no update (counted in `skipped`)."""
+    if not dreamer.ready:
+        return {}, 0
+    updates, temperature = cfg.dream.dyna_updates, cfg.rollout.temperature or 1.0
     done, skipped, world_tokens, imagined = 0, 0, 0, dreamer.imagined_tokens
     sums: dict[str, float] = {}
     for r in range(1, updates + 1):
-        dreams, m = dreamer.imagine(iteration, group_offset, generator, seen, round=r)
+        dreams, m = dreamer.imagine(iteration, cfg.rollout.prompts, generator, seen, round=r)
         if not dreams:
             skipped += 1
             continue
@@ -47,7 +50,8 @@ def imagined_updates(dreamer: Any, credit: Callable[[Batch], Any], policy: Any,
         out = credit(batch)
         world_tokens += out.world_tokens
         advantages = dreamer.weigh(batch, out.advantages)
-        result = policy_update(policy, optimizer, batch, advantages, cfg, temperature=temperature,
+        result = policy_update(policy, optimizer, batch, advantages, cfg.update,
+                               temperature=temperature,
                                reference=reference, generator=update_generator,
                                distill=out.distill)
         done += 1
@@ -60,5 +64,6 @@ def imagined_updates(dreamer: Any, credit: Callable[[Batch], Any], policy: Any,
     metrics = {f"dream/dyna_updates/{k}": v / max(1, done) for k, v in sums.items()}
     metrics |= {"dream/dyna_updates/updates": float(done),
                 "dream/dyna_updates/skipped": float(skipped),
-                "dream/dyna_updates/imagined_tokens": float(dreamer.imagined_tokens - imagined)}
+                "dream/dyna_updates/imagined_tokens": float(dreamer.imagined_tokens - imagined),
+                "dream/imagined_tokens": float(dreamer.imagined_tokens)}
     return metrics, world_tokens

@@ -367,14 +367,11 @@ def train(cfg: Config, run_dir: Path | None = None, *, resume: bool = False) -> 
                                    temperature=cfg.rollout.temperature or 1.0,
                                    reference=reference, generator=cpu_gen,
                                    distill=credit_out.distill, dp=dp)
-            if dreamer is not None and cfg.dream.dyna_updates and dreamer.ready:
-                m_dyna, spent_dreaming = imagined_updates(
-                    dreamer, credit, policy, optimizer, cfg.update, updates=cfg.dream.dyna_updates,
-                    iteration=it, group_offset=cfg.rollout.prompts, seen=indices,
-                    generator=generator, temperature=cfg.rollout.temperature or 1.0,
-                    reference=reference, update_generator=cpu_gen)
-                world_tokens += spent_dreaming  # credit's real-world spending on dreams, if any
-                m_dream |= m_dyna | {"dream/imagined_tokens": float(dreamer.imagined_tokens)}
+            if dreamer is not None and cfg.dream.dyna_updates:  # Dyna's planning steps
+                m_dyna, spent = imagined_updates(dreamer, credit, policy, optimizer, cfg, it,
+                                                 indices, generator, reference, cpu_gen)
+                world_tokens += spent  # credit's real-world spending on dreams, if any
+                m_dream |= m_dyna
             # --- log ----------------------------------------------------------------------
             action_tokens = sum(e.num_action_tokens for e in episodes)
             m = {
