@@ -178,18 +178,46 @@ def test_dreamer_weighs_imagined_rows_only(policy):
     assert {e.prompt for e in seen} == {e.prompt for e in real}
 
 
+def test_dyna_dreams_only_while_the_world_model_recalls_the_events(random_policy):
+    """min_event_recall: no Dyna dream (and a `gated` metric) before the world model has a
+    held-out event recall or while it is below the bound; dreams once it is above;
+    max_false_events: none while too many rewardless steps are called events."""
+    from clicker.core.config import DreamConfig, RolloutConfig
+    from clicker.dream.dreamer import Dreamer
+
+    d = Dreamer(DreamConfig(dyna=True, warmup_iterations=0, dyna_prompts=1, min_confidence=0.0,
+                            min_event_recall=0.5, max_false_events=0.1),
+                RolloutConfig(prompts=1, group_size=2), random_policy, KeyDoor(rooms=2))
+    gen = torch.Generator().manual_seed(0)
+    assert d.model is not None and not d.trusted()
+    assert d.imagine(0, 1, gen) == ([], {"dream/dyna/gated": 1.0})
+    d.model.event_log.extend([(1, 4, 0, 10), (0, 1, 0, 10)])  # 1 of 5 events right
+    assert not d.trusted() and d.imagine(0, 1, gen)[0] == []
+    d.model.event_log.append((4, 4, 4, 10))  # 5 of 9 right, but 4 of 30 quiet steps called events
+    assert not d.trusted()
+    d.model.event_log.append((0, 0, 0, 20))  # 4 of 50
+    dreams, m = d.imagine(0, 1, gen)
+    assert d.trusted() and len(dreams) == 2 and m["dream/dyna/gated"] == 0.0
+    assert d.cfg.min_event_recall == 0.5 and Dreamer(
+        DreamConfig(dyna=True, oracle=True), RolloutConfig(), random_policy,
+        KeyDoor(rooms=2)).trusted()  # an exact model is always trusted
+
+
 def test_dream_methods_are_valid_configs(tmp_path):
     """compare's dream methods (value_turn + plan / dyna / both) build valid configs, as
     `clicker compare` builds them."""
     from clicker.experiment.compare import METHODS, load_spec, plan
 
-    for name in ("dream_plan", "dream_dyna", "dream", "dyna_steps"):
+    for name in ("dream_plan", "dream_dyna", "dream", "dyna_steps", "dyna_gated"):
         assert METHODS[name]["credit.value.steps"] == "turn"
     spec = load_spec(None, tasks=["keydoor_quick"],
-                     methods=["grpo", "dream_plan", "dream", "dyna_steps"], seeds=1)
+                     methods=["grpo", "dream_plan", "dream", "dyna_steps", "dyna_gated"],
+                     seeds=1)
     cfgs = {r.method: r.cfg for r in plan(spec, tmp_path)}
     assert cfgs["dream"].dream.plan and cfgs["dream"].dream.dyna
     assert cfgs["dyna_steps"].dream.dyna_updates == 3 and cfgs["dyna_steps"].dream.dyna
+    gated = cfgs["dyna_gated"].dream
+    assert gated.wm_event_share == 0.5 and gated.min_event_recall == 0.5 and gated.dyna_updates
     assert not cfgs["grpo"].dream.enabled
 
 

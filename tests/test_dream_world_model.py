@@ -219,6 +219,51 @@ def test_observe_metrics_buffer_and_state_dict(random_policy):
     assert other.predict_histories(h) == wm.predict_histories(h)
 
 
+def test_event_replay_and_held_out_event_recall(random_policy):
+    """event_share 1: every minibatch draw is an episode holding a reward or an end; 0: the
+    quiet episodes are drawn too. evaluate scores every event given besides its sample and
+    logs the event recall and the false-event rate in a window that state_dict keeps."""
+    enc, eos = random_policy.encode, random_policy.tokenizer.eos_token_id
+    quiet = [Transition(tuple(enc(f"R{i}: exits n.\n> n\n")), 0.0, False, "no exit n.\n> ")
+             for i in range(6)]
+    goal = Transition(tuple(enc("R1: door e open.\n> e\n")), 1.0, True, "")
+
+    def drawn(share: float) -> set[Transition]:
+        wm = WorldModel.from_policy(random_policy, WorldModelConfig(
+            steps=4, batch_size=2, event_share=share, seed=1), max_turns=5)
+        for t in quiet:
+            wm.add([t])
+        wm.add([quiet[0], goal])
+        batches = []
+        wm.train_step = lambda b: batches.append(list(b)) or 0.0  # type: ignore[method-assign]
+        wm.fit()
+        return {t for b in batches for t in b}
+
+    assert drawn(1.0) == {quiet[0], goal}
+    assert len(drawn(0.0) - {quiet[0], goal}) > 0
+    with pytest.raises(ValueError, match="event_share"):
+        WorldModelConfig(event_share=1.5)
+
+    wm = WorldModel.from_policy(random_policy, WorldModelConfig(recall_window=2), max_turns=5)
+    assert wm.event_recall is None
+    right, wrong = enc("[r=1 end]") + [eos], enc("[r=0]no exit n.") + [eos]
+    wm.sampler = _FixedSampler([(wrong, True), (right, True), (right, True)])  # type: ignore
+    m = wm.evaluate([quiet[0], quiet[1]], [goal])  # quiet[1] is called a goal: a false event
+    assert m["dream/wm/event_recall"] == 1.0 and m["dream/wm/false_events"] == 0.5
+    assert len(wm.sampler.prompts) == 3 and wm.event_recall == 1.0
+    wm.sampler = _FixedSampler([(wrong, True), (wrong, True)])  # type: ignore
+    m = wm.evaluate([goal], [goal])  # an event in the sample is scored once
+    assert m["dream/wm/event_recall"] == 0.0 and len(wm.sampler.prompts) == 1
+    assert wm.event_recall == 0.5 and list(wm.event_log) == [(1, 1, 1, 2), (0, 1, 0, 0)]
+    assert wm.false_event_rate == 0.5
+    wm.evaluate([goal], [])
+    assert list(wm.event_log) == [(0, 1, 0, 0), (0, 1, 0, 0)]  # a window of 2
+    assert wm.event_recall == 0.0 and wm.false_event_rate is None
+    other = WorldModel.from_policy(random_policy, WorldModelConfig(recall_window=2), max_turns=5)
+    other.load_state_dict(wm.state_dict())
+    assert list(other.event_log) == list(wm.event_log)
+
+
 # ---- DreamWorld ------------------------------------------------------------------------------
 
 

@@ -193,6 +193,9 @@ class DreamConfig(_Section):
     wm_reward_weight: float = Field(1.0, ge=1, description="world model loss weight of the "
                                     "replies that carry a reward or end the episode (rare "
                                     "events: the goal step is ~3% of keydoor transitions)")
+    wm_event_share: float = Field(0.0, ge=0, le=1, description="share of the world model's "
+                                  "minibatch draws taken from episodes holding such a reply "
+                                  "(prioritised replay of the rare events)")
     warmup_iterations: int = Field(2, ge=0, description="real iterations before any dream is used")
     candidates: int = Field(4, ge=2, description="plan: actions sampled at a decision point (K)")
     horizon: int = Field(1, ge=1, description="plan: turns each candidate is dreamed forward (H)")
@@ -212,6 +215,12 @@ class DreamConfig(_Section):
                               "new batch with the policy as it now is)")
     min_confidence: float = Field(0.5, ge=0, le=1, description="dyna: drop dreams whose least "
                                   "confident predicted step is below this")
+    min_event_recall: float = Field(0.0, ge=0, le=1, description="dyna: dream only while the "
+                                    "world model's held-out recall of rewards and ends (over "
+                                    "its last 5 iterations) is at least this; 0: always")
+    max_false_events: float = Field(1.0, ge=0, le=1, description="dyna: and only while the share "
+                                    "of held-out rewardless steps it calls a reward or an end "
+                                    "is at most this (a 20-turn dream compounds it); 1: always")
 
     @property
     def enabled(self) -> bool:

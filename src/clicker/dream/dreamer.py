@@ -5,7 +5,9 @@ them before it trains on them, so its accuracy over training is held out); from
 `warmup_iterations` on it gives the loop a `Planner` for the real rollouts (`plan`) and
 imagined episodes for the batch (`imagine`, Dyna). Imagined episodes are flagged, carry no world
 tokens, and get their advantages scaled by `dyna_weight` (`weigh`); dreams whose least confident
-predicted step is below `min_confidence` are dropped before they reach the batch.
+predicted step is below `min_confidence` are dropped before they reach the batch, and no dream is
+made while the world model's held-out recall of rewards and ends is below `min_event_recall` or
+its rate of false ones above `max_false_events` (`trusted`).
 
 All imagined tokens (Dyna episodes and the planner's dreams) are counted in
 `dream/imagined_tokens`, beside, never inside, `world/tokens`.
@@ -50,7 +52,8 @@ class Dreamer:
             self.model = WorldModel.from_policy(policy, WorldModelConfig(
                 lr=cfg.wm_lr, steps=cfg.wm_steps, epochs=cfg.wm_epochs, batch_size=cfg.wm_batch,
                 micro_batch=cfg.wm_batch, buffer=cfg.wm_buffer, eval_max=cfg.wm_eval,
-                reward_weight=cfg.wm_reward_weight, seed=seed),
+                reward_weight=cfg.wm_reward_weight, event_share=cfg.wm_event_share,
+                seed=seed),
                 max_turns=max_turns)
             predictor = self.model
         self.world = DreamWorld(world, predictor, policy)
@@ -65,6 +68,26 @@ class Dreamer:
     @property
     def ready(self) -> bool:
         return self.iterations >= self.cfg.warmup_iterations
+
+    def trusted(self) -> bool:
+        """Whether Dyna may dream now: the world model's held-out event recall (rewards and
+        ends of the last iterations' real transitions, scored before it trained on them) is at
+        least `min_event_recall` and its false-event rate (rewardless steps it calls a reward
+        or an end) at most `max_false_events`. A model that never dreams the goal makes every
+        dream a failure: training on them teaches the policy (and a value model) that nothing
+        pays; one that dreams goals where there are none teaches it to farm them."""
+        cfg, m = self.cfg, self.model
+        if m is None:
+            return True
+        if cfg.min_event_recall > 0:
+            recall = m.event_recall
+            if recall is None or recall < cfg.min_event_recall:
+                return False
+        if cfg.max_false_events < 1:
+            false = m.false_event_rate
+            if false is None or false > cfg.max_false_events:
+                return False
+        return True
 
     def plan(self) -> Planner | None:
         """The planner for this iteration's real rollouts (None before the warm-up is over)."""
@@ -89,6 +112,8 @@ class Dreamer:
         fresh problems differ by round."""
         if not (self.cfg.dyna and self.ready):
             return [], {}
+        if not self.trusted():
+            return [], {"dream/dyna/gated": 1.0}
         r = self.rollout
         settings = RolloutSettings(r.group_size, r.temperature, r.top_p, r.max_action_tokens,
                                    r.max_turns, reuse_cache=r.reuse_cache)
@@ -111,6 +136,7 @@ class Dreamer:
             "dream/dyna/confidence": sum(e.meta["dream_confidence"] for e in dreams)
             / max(1, len(dreams)),
             "dream/dyna/imagined_tokens": float(tokens),
+            "dream/dyna/gated": 0.0,
         }
 
     def weigh(self, batch: Batch, advantages: torch.Tensor) -> torch.Tensor:

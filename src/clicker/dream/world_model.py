@@ -56,6 +56,7 @@ import torch
 from transformers import DynamicCache
 
 from clicker.core.types import Episode
+from clicker.dream.packing import group_rows, prefix_groups
 from clicker.dream.transcript import (  # noqa: F401  (re-exported: the module's public names)
     FAILED,
     DreamRequest,
@@ -69,45 +70,6 @@ from clicker.dream.transcript import (  # noqa: F401  (re-exported: the module's
 )
 from clicker.rollout.sampler import Sampler
 from clicker.rollout.session import Session
-
-
-def _prefix_groups(histories: Sequence[tuple[int, ...]], rows: int
-                   ) -> list[list[tuple[tuple[int, ...], list[int]]]]:
-    """Forward chunks of at most `rows` histories: each chunk is a list of (root, indices) where
-    every indexed history is a prefix of root, the longest of them (greedy, longest first)."""
-    order = sorted(range(len(histories)), key=lambda i: -len(histories[i]))
-    groups: list[tuple[tuple[int, ...], list[int]]] = []
-    for i in order:
-        h = histories[i]
-        for root, members in groups:
-            if len(members) < rows and root[len(h) - 1] == h[-1] and root[:len(h)] == h:
-                members.append(i)
-                break
-        else:
-            groups.append((h, [i]))
-    chunks: list[list[tuple[tuple[int, ...], list[int]]]] = [[]]
-    n = 0
-    for g in groups:
-        if chunks[-1] and n + len(g[1]) > rows:
-            chunks.append([])
-            n = 0
-        chunks[-1].append(g)
-        n += len(g[1])
-    return chunks
-
-
-def _group_rows(keys: Sequence[Any]) -> tuple[list[Any], list[int], int]:
-    """Distinct keys in first-seen order, each item's row when every distinct key gets n rows
-    (its items in order, the rest unused), and n (the largest group)."""
-    groups: dict[Any, list[int]] = {}
-    for j, k in enumerate(keys):
-        groups.setdefault(k, []).append(j)
-    n = max(len(g) for g in groups.values())
-    row = [0] * len(keys)
-    for g, members in enumerate(groups.values()):
-        for m, j in enumerate(members):
-            row[j] = g * n + m
-    return list(groups), row, n
 
 
 @dataclass(frozen=True)
@@ -130,16 +92,22 @@ class WorldModelConfig:
     eval_max: int = 64  # new transitions scored per observe() (a random subsample; 0: none)
     grad_clip: float = 1.0  # max gradient norm
     reward_weight: float = 1.0  # loss weight of replies with a reward or an end (rare events)
+    event_share: float = 0.0  # share of minibatch draws from episodes holding such a reply
+    recall_window: int = 5  # observes `event_recall` pools
     seed: int = 0  # replay sampling and evaluation subsample
 
     def __post_init__(self) -> None:
-        for name in ("batch_size", "micro_batch", "buffer", "max_reply_tokens", "epochs"):
+        for name in ("batch_size", "micro_batch", "buffer", "max_reply_tokens", "epochs",
+                     "recall_window"):
             if getattr(self, name) < 1:
                 raise ValueError(f"WorldModelConfig.{name} must be >= 1, got {getattr(self, name)}")
         if self.steps < 0 or self.eval_max < 0:
             raise ValueError("WorldModelConfig.steps and eval_max must be >= 0")
         if self.lr <= 0:
             raise ValueError(f"WorldModelConfig.lr must be > 0, got {self.lr}")
+        if not 0 <= self.event_share <= 1:
+            raise ValueError(f"WorldModelConfig.event_share must be in [0, 1], got "
+                             f"{self.event_share}")
         if self.reward_weight < 1:
             raise ValueError(f"WorldModelConfig.reward_weight must be >= 1, got "
                              f"{self.reward_weight}")
@@ -165,6 +133,8 @@ class WorldModel:
         self.size = 0
         self.rng = random.Random(cfg.seed)
         self.updates = 0
+        # per evaluate: (events right, events, non-events called events, non-events)
+        self.event_log: deque[tuple[int, ...]] = deque(maxlen=cfg.recall_window)
         self.sampler = Sampler(model, tokenizer, eos_id=self.eos_id, pad_id=self.pad_id)
         self._session: Session | None = None  # dreams in flight (see predict)
         self._row_of: dict[int, int] = {}  # request key -> its session row
@@ -216,10 +186,10 @@ class WorldModel:
             row = [self._row_of[k] for k in keys]  # type: ignore[index]
         elif self._trunk is not None and all(self._on_trunk(r) for r in reqs):
             # candidates from tracked real states: fork the states' rows, no prefill
-            bases, row, n = _group_rows([r.base for r in reqs])
+            bases, row, n = group_rows([r.base for r in reqs])
             self._session = self._trunk.fork([self._trunk_rows[b] for b in bases], n)
         else:  # prefill each distinct state once, repeated to the requests that share it
-            states, row, n = _group_rows(
+            states, row, n = group_rows(
                 [tuple(r.history[:min(max(1, r.shared), len(r.history))]) for r in reqs])
             self._session = self.sampler.session()
             self._session.sample([list(p) for p in states], num_samples=n, max_new_tokens=1,
@@ -281,19 +251,34 @@ class WorldModel:
     def observe(self, episodes: Sequence[Episode]) -> dict[str, float]:
         """Score the model on the episodes' new real transitions (held out: not trained on yet),
         add them to the buffer, then train. Returns `dream/wm/*` metrics (empty when there was
-        nothing to learn from)."""
+        nothing to learn from). A random subsample of cfg.eval_max transitions is scored, and
+        every event among them besides (`is_event`: rare, and what a dream's return hangs on)."""
         groups = [episode_transitions(e, self.max_turns, self.max_history) for e in episodes]
         groups = [g for g in groups if g]
         new = [t for g in groups for t in g]
-        if len(new) > self.cfg.eval_max:  # a bounded random subsample keeps scoring cheap
-            new = self.rng.sample(new, self.cfg.eval_max)
-        metrics = self.evaluate(new) if new else {}
+        sample = self.rng.sample(new, self.cfg.eval_max) if len(new) > self.cfg.eval_max else new
+        events = [t for t in new if self.is_event(t)]
+        metrics = self.evaluate(sample, events) if new else {}
         for g in groups:
             self.add(g)
         if self.buffer:
             metrics["dream/wm/loss"] = self.fit()
             metrics["dream/wm/buffer"] = float(self.size)
         return metrics
+
+    @property
+    def event_recall(self) -> float | None:
+        """Held-out event recall over the last cfg.recall_window observes: the share of real
+        events whose reward and end the greedy reply got right (None before any event)."""
+        seen = sum(x[1] for x in self.event_log)
+        return sum(x[0] for x in self.event_log) / seen if seen else None
+
+    @property
+    def false_event_rate(self) -> float | None:
+        """Over the same window: the share of held-out non-events (rewardless steps that do
+        not end) whose greedy reply made them a reward or an end (None before any)."""
+        seen = sum(x[3] for x in self.event_log)
+        return sum(x[2] for x in self.event_log) / seen if seen else None
 
     def add(self, episode: Sequence[Transition]) -> None:
         """Put one episode's transitions in the buffer, dropping the oldest episodes while it
@@ -303,26 +288,47 @@ class WorldModel:
         while self.size > self.cfg.buffer and len(self.buffer) > 1:
             self.size -= len(self.buffer.popleft())
 
-    def evaluate(self, data: Sequence[Transition]) -> dict[str, float]:
-        """Greedy predictions against the real replies of `data` (`dream/wm/*` metrics)."""
-        if not data:
+    def evaluate(self, data: Sequence[Transition], events: Sequence[Transition] = ()
+                 ) -> dict[str, float]:
+        """Greedy predictions against the real replies of `data` (`dream/wm/*` metrics), and
+        of `events` (`dream/wm/event_recall`: the share whose reward and end are right, also
+        logged in `event_recall`'s window; `dream/wm/false_events`: the share of data's
+        non-events predicted as events, logged in `false_event_rate`'s)."""
+        inside = set(data)
+        data, events = list(data), [t for t in events if t not in inside]
+        if not data and not events:
             return {}
-        preds = self.predict_histories([list(t.history) for t in data])
+        preds = self.predict_histories([list(t.history) for t in data + events])
+        metrics: dict[str, float] = {}
         n = len(data)
-        return {
-            "dream/wm/obs_exact": sum(p.ok and p.observation == t.observation
-                                      for p, t in zip(preds, data)) / n,
-            "dream/wm/reward_mae": sum(abs(p.reward - t.reward) for p, t in zip(preds, data)) / n,
-            "dream/wm/done_acc": sum(p.done == t.done for p, t in zip(preds, data)) / n,
-            "dream/wm/parse_fail": sum(not p.ok for p in preds) / n,
-            "dream/wm/reward_calibration": (sum(p.reward for p in preds)
-                                            - sum(t.reward for t in data)) / n,
-            "dream/wm/confidence": sum(p.confidence for p in preds) / n,
-        }
+        if n:
+            pd = preds[:n]
+            metrics = {
+                "dream/wm/obs_exact": sum(p.ok and p.observation == t.observation
+                                          for p, t in zip(pd, data)) / n,
+                "dream/wm/reward_mae": sum(abs(p.reward - t.reward) for p, t in zip(pd, data)) / n,
+                "dream/wm/done_acc": sum(p.done == t.done for p, t in zip(pd, data)) / n,
+                "dream/wm/parse_fail": sum(not p.ok for p in pd) / n,
+                "dream/wm/reward_calibration": (sum(p.reward for p in pd)
+                                                - sum(t.reward for t in data)) / n,
+                "dream/wm/confidence": sum(p.confidence for p in pd) / n,
+            }
+        pairs = list(zip(preds, data + events))
+        real = [(p, t) for p, t in pairs if self.is_event(t)]
+        quiet = [p for p, t in pairs[:n] if not self.is_event(t)]
+        hits = sum(p.ok and p.reward == t.reward and p.done == t.done for p, t in real)
+        false = sum(p.ok and (p.reward != 0 or p.done) for p in quiet)
+        self.event_log.append((hits, len(real), false, len(quiet)))
+        if real:
+            metrics["dream/wm/event_recall"] = hits / len(real)
+        if quiet:
+            metrics["dream/wm/false_events"] = false / len(quiet)
+        return metrics
 
     def fit(self) -> float:
-        """Train on the buffer: cfg.steps minibatches of whole episodes drawn at random, or
-        cfg.epochs shuffled passes when steps is 0. A minibatch takes episodes until it holds
+        """Train on the buffer: cfg.steps minibatches of whole episodes drawn at random (a
+        share cfg.event_share of the draws from the episodes that hold an event, `is_event`:
+        prioritised replay of the rare replies), or cfg.epochs shuffled passes when steps is 0. A minibatch takes episodes until it holds
         cfg.batch_size transitions (whole episodes, so their transitions share one forward of
         the transcript; see `_reply_nll`). Returns the mean loss per reply token over the
         steps."""
@@ -330,7 +336,11 @@ class WorldModel:
         if not groups:
             raise ValueError("the world model's buffer is empty: observe() real episodes first")
         if cfg.steps:
-            order = [self.rng.randrange(len(groups)) for _ in range(cfg.steps * cfg.batch_size)]
+            events = [i for i, g in enumerate(groups) if any(map(self.is_event, g))]
+            share = cfg.event_share if events else 0.0
+            order = [self.rng.choice(events) if share and self.rng.random() < share
+                     else self.rng.randrange(len(groups))
+                     for _ in range(cfg.steps * cfg.batch_size)]
         else:
             order = []
             for _ in range(cfg.epochs):
@@ -347,10 +357,15 @@ class WorldModel:
         losses = [self.train_step(b) for b in batches if b]
         return sum(losses) / len(losses)
 
+    @staticmethod
+    def is_event(t: Transition) -> bool:
+        """A reply with a reward or an end: the events a dream's return hangs on, and the
+        rarest replies."""
+        return t.reward != 0 or t.done
+
     def weight(self, t: Transition) -> float:
-        """A transition's loss weight: cfg.reward_weight for a reply with a reward or an end
-        (the events a dream's return hangs on, and the rarest replies), else 1."""
-        return self.cfg.reward_weight if (t.reward != 0 or t.done) else 1.0
+        """A transition's loss weight: cfg.reward_weight for an event (`is_event`), else 1."""
+        return self.cfg.reward_weight if self.is_event(t) else 1.0
 
     def train_step(self, batch: Sequence[Transition]) -> float:
         """One AdamW step of cross-entropy on the reply tokens (header, observation, EOS) only;
@@ -363,7 +378,7 @@ class WorldModel:
         total = sum(w * len(r) for w, r in zip(weights, replies))
         self.optimizer.zero_grad(set_to_none=True)
         loss_sum = 0.0
-        for chunk in _prefix_groups([t.history for t in batch], self.cfg.micro_batch):
+        for chunk in prefix_groups([t.history for t in batch], self.cfg.micro_batch):
             groups = [(list(root), [(len(batch[i].history), replies[i], weights[i])
                                     for i in members])
                       for root, members in chunk]
@@ -427,6 +442,7 @@ class WorldModel:
             "optimizer": self.optimizer.state_dict(),
             "updates": self.updates,
             "rng": self.rng.getstate(),
+            "event_log": [list(x) for x in self.event_log],
             "buffer": [[(list(t.history), t.reward, t.done, t.observation) for t in g]
                        for g in self.buffer],
         }
@@ -436,6 +452,8 @@ class WorldModel:
         self.optimizer.load_state_dict(state["optimizer"])
         self.updates = state["updates"]
         self.rng.setstate(state["rng"])
+        self.event_log.clear()
+        self.event_log.extend(tuple(int(v) for v in x) for x in state.get("event_log", []))
         self.buffer.clear()
         self.size = 0
         for g in state["buffer"]:
