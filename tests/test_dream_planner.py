@@ -181,12 +181,12 @@ def test_dreamer_weighs_imagined_rows_only(policy):
 def test_dyna_dreams_only_while_the_world_model_recalls_the_events(random_policy):
     """min_event_recall: no Dyna dream (and a `gated` metric) before the world model has a
     held-out event recall or while it is below the bound; dreams once it is above;
-    max_false_events: none while too many rewardless steps are called events."""
+    max_false_rewards: none while too many rewardless steps are given a reward."""
     from clicker.core.config import DreamConfig, RolloutConfig
     from clicker.dream.dreamer import Dreamer
 
     d = Dreamer(DreamConfig(dyna=True, warmup_iterations=0, dyna_prompts=1, min_confidence=0.0,
-                            min_event_recall=0.5, max_false_events=0.1),
+                            min_event_recall=0.5, max_false_rewards=0.1),
                 RolloutConfig(prompts=1, group_size=2), random_policy, KeyDoor(rooms=2))
     gen = torch.Generator().manual_seed(0)
     assert d.model is not None and not d.trusted()

@@ -222,7 +222,7 @@ def test_observe_metrics_buffer_and_state_dict(random_policy):
 def test_event_replay_and_held_out_event_recall(random_policy):
     """event_share 1: every minibatch draw is an episode holding a reward or an end; 0: the
     quiet episodes are drawn too. evaluate scores every event given besides its sample and
-    logs the event recall and the false-event rate in a window that state_dict keeps."""
+    logs the event recall and the false-reward rate in a window that state_dict keeps."""
     enc, eos = random_policy.encode, random_policy.tokenizer.eos_token_id
     quiet = [Transition(tuple(enc(f"R{i}: exits n.\n> n\n")), 0.0, False, "no exit n.\n> ")
              for i in range(6)]
@@ -248,17 +248,17 @@ def test_event_replay_and_held_out_event_recall(random_policy):
     assert wm.event_recall is None
     right, wrong = enc("[r=1 end]") + [eos], enc("[r=0]no exit n.") + [eos]
     wm.sampler = _FixedSampler([(wrong, True), (right, True), (right, True)])  # type: ignore
-    m = wm.evaluate([quiet[0], quiet[1]], [goal])  # quiet[1] is called a goal: a false event
-    assert m["dream/wm/event_recall"] == 1.0 and m["dream/wm/false_events"] == 0.5
+    m = wm.evaluate([quiet[0], quiet[1]], [goal])  # quiet[1] is called a goal: a false reward
+    assert m["dream/wm/event_recall"] == 1.0 and m["dream/wm/false_rewards"] == 0.5
     assert len(wm.sampler.prompts) == 3 and wm.event_recall == 1.0
     wm.sampler = _FixedSampler([(wrong, True), (wrong, True)])  # type: ignore
     m = wm.evaluate([goal], [goal])  # an event in the sample is scored once
     assert m["dream/wm/event_recall"] == 0.0 and len(wm.sampler.prompts) == 1
     assert wm.event_recall == 0.5 and list(wm.event_log) == [(1, 1, 1, 2), (0, 1, 0, 0)]
-    assert wm.false_event_rate == 0.5
+    assert wm.false_reward_rate == 0.5
     wm.evaluate([goal], [])
     assert list(wm.event_log) == [(0, 1, 0, 0), (0, 1, 0, 0)]  # a window of 2
-    assert wm.event_recall == 0.0 and wm.false_event_rate is None
+    assert wm.event_recall == 0.0 and wm.false_reward_rate is None
     other = WorldModel.from_policy(random_policy, WorldModelConfig(recall_window=2), max_turns=5)
     other.load_state_dict(wm.state_dict())
     assert list(other.event_log) == list(wm.event_log)

@@ -218,9 +218,9 @@ class DreamConfig(_Section):
     min_event_recall: float = Field(0.0, ge=0, le=1, description="dyna: dream only while the "
                                     "world model's held-out recall of rewards and ends (over "
                                     "its last 5 iterations) is at least this; 0: always")
-    max_false_events: float = Field(1.0, ge=0, le=1, description="dyna: and only while the share "
-                                    "of held-out rewardless steps it calls a reward or an end "
-                                    "is at most this (a 20-turn dream compounds it); 1: always")
+    max_false_rewards: float = Field(1.0, ge=0, le=1, description="dyna: and only while the "
+                                     "share of held-out rewardless steps it gives a reward is "
+                                     "at most this (a 20-turn dream compounds it); 1: always")
 
     @property
     def enabled(self) -> bool:

@@ -7,7 +7,7 @@ imagined episodes for the batch (`imagine`, Dyna). Imagined episodes are flagged
 tokens, and get their advantages scaled by `dyna_weight` (`weigh`); dreams whose least confident
 predicted step is below `min_confidence` are dropped before they reach the batch, and no dream is
 made while the world model's held-out recall of rewards and ends is below `min_event_recall` or
-its rate of false ones above `max_false_events` (`trusted`).
+the share of rewardless steps it gives a reward above `max_false_rewards` (`trusted`).
 
 All imagined tokens (Dyna episodes and the planner's dreams) are counted in
 `dream/imagined_tokens`, beside, never inside, `world/tokens`.
@@ -72,8 +72,8 @@ class Dreamer:
     def trusted(self) -> bool:
         """Whether Dyna may dream now: the world model's held-out event recall (rewards and
         ends of the last iterations' real transitions, scored before it trained on them) is at
-        least `min_event_recall` and its false-event rate (rewardless steps it calls a reward
-        or an end) at most `max_false_events`. A model that never dreams the goal makes every
+        least `min_event_recall` and the share of held-out rewardless steps it gives a reward
+        at most `max_false_rewards`. A model that never dreams the goal makes every
         dream a failure: training on them teaches the policy (and a value model) that nothing
         pays; one that dreams goals where there are none teaches it to farm them."""
         cfg, m = self.cfg, self.model
@@ -83,9 +83,9 @@ class Dreamer:
             recall = m.event_recall
             if recall is None or recall < cfg.min_event_recall:
                 return False
-        if cfg.max_false_events < 1:
-            false = m.false_event_rate
-            if false is None or false > cfg.max_false_events:
+        if cfg.max_false_rewards < 1:
+            false = m.false_reward_rate
+            if false is None or false > cfg.max_false_rewards:
                 return False
         return True
 

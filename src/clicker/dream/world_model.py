@@ -133,7 +133,7 @@ class WorldModel:
         self.size = 0
         self.rng = random.Random(cfg.seed)
         self.updates = 0
-        # per evaluate: (events right, events, non-events called events, non-events)
+        # per evaluate: (events right, events, non-events given a reward, non-events)
         self.event_log: deque[tuple[int, ...]] = deque(maxlen=cfg.recall_window)
         self.sampler = Sampler(model, tokenizer, eos_id=self.eos_id, pad_id=self.pad_id)
         self._session: Session | None = None  # dreams in flight (see predict)
@@ -274,9 +274,10 @@ class WorldModel:
         return sum(x[0] for x in self.event_log) / seen if seen else None
 
     @property
-    def false_event_rate(self) -> float | None:
+    def false_reward_rate(self) -> float | None:
         """Over the same window: the share of held-out non-events (rewardless steps that do
-        not end) whose greedy reply made them a reward or an end (None before any)."""
+        not end) whose greedy reply gave them a reward (None before any): the dreams a policy
+        could farm."""
         seen = sum(x[3] for x in self.event_log)
         return sum(x[2] for x in self.event_log) / seen if seen else None
 
@@ -292,8 +293,9 @@ class WorldModel:
                  ) -> dict[str, float]:
         """Greedy predictions against the real replies of `data` (`dream/wm/*` metrics), and
         of `events` (`dream/wm/event_recall`: the share whose reward and end are right, also
-        logged in `event_recall`'s window; `dream/wm/false_events`: the share of data's
-        non-events predicted as events, logged in `false_event_rate`'s)."""
+        logged in `event_recall`'s window; `dream/wm/false_rewards` and `false_ends`: the
+        shares of data's non-events given a reward (logged in `false_reward_rate`'s window) and
+        an end)."""
         inside = set(data)
         data, events = list(data), [t for t in events if t not in inside]
         if not data and not events:
@@ -317,12 +319,13 @@ class WorldModel:
         real = [(p, t) for p, t in pairs if self.is_event(t)]
         quiet = [p for p, t in pairs[:n] if not self.is_event(t)]
         hits = sum(p.ok and p.reward == t.reward and p.done == t.done for p, t in real)
-        false = sum(p.ok and (p.reward != 0 or p.done) for p in quiet)
+        false = sum(p.ok and p.reward != 0 for p in quiet)
         self.event_log.append((hits, len(real), false, len(quiet)))
         if real:
             metrics["dream/wm/event_recall"] = hits / len(real)
         if quiet:
-            metrics["dream/wm/false_events"] = false / len(quiet)
+            metrics["dream/wm/false_rewards"] = false / len(quiet)
+            metrics["dream/wm/false_ends"] = sum(p.ok and p.done for p in quiet) / len(quiet)
         return metrics
 
     def fit(self) -> float:
