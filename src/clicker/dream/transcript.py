@@ -115,3 +115,41 @@ class Predictor(Protocol):
     """Anything that answers actions in place of the env: a WorldModel, an OracleModel."""
 
     def predict(self, requests: list[DreamRequest]) -> list[Prediction]: ...
+
+
+def is_event(t: Transition) -> bool:
+    """A reply with a reward or an end: the events a dream's return hangs on, and the rarest
+    replies."""
+    return t.reward != 0 or t.done
+
+
+def score(preds: Sequence[Prediction], data: Sequence[Transition],
+          events: Sequence[Transition] = ()) -> tuple[dict[str, float], tuple[int, ...]]:
+    """Predictions (for data, then events) against the real replies: `dream/wm/*` accuracy
+    over data; `event_recall` (reward and end right) over the events of both; `false_rewards`
+    and `false_ends` over data's non-events. Also returns the counts (events right, events,
+    non-events given a reward, non-events)."""
+    n, metrics = len(data), {}
+    if n:
+        pd = preds[:n]
+        metrics = {
+            "dream/wm/obs_exact": sum(p.ok and p.observation == t.observation
+                                      for p, t in zip(pd, data)) / n,
+            "dream/wm/reward_mae": sum(abs(p.reward - t.reward) for p, t in zip(pd, data)) / n,
+            "dream/wm/done_acc": sum(p.done == t.done for p, t in zip(pd, data)) / n,
+            "dream/wm/parse_fail": sum(not p.ok for p in pd) / n,
+            "dream/wm/reward_calibration": (sum(p.reward for p in pd)
+                                            - sum(t.reward for t in data)) / n,
+            "dream/wm/confidence": sum(p.confidence for p in pd) / n,
+        }
+    pairs = list(zip(preds, list(data) + list(events)))
+    real = [(p, t) for p, t in pairs if is_event(t)]
+    quiet = [p for p, t in pairs[:n] if not is_event(t)]
+    hits = sum(p.ok and p.reward == t.reward and p.done == t.done for p, t in real)
+    false = sum(p.ok and p.reward != 0 for p in quiet)
+    if real:
+        metrics["dream/wm/event_recall"] = hits / len(real)
+    if quiet:
+        metrics["dream/wm/false_rewards"] = false / len(quiet)
+        metrics["dream/wm/false_ends"] = sum(p.ok and p.done for p in quiet) / len(quiet)
+    return metrics, (hits, len(real), false, len(quiet))

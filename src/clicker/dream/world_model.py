@@ -65,7 +65,9 @@ from clicker.dream.transcript import (  # noqa: F401  (re-exported: the module's
     Transition,
     episode_transitions,
     format_reply,
+    is_event,
     parse_reply,
+    score,
     transitions,
 )
 from clicker.rollout.sampler import Sampler
@@ -301,31 +303,8 @@ class WorldModel:
         if not data and not events:
             return {}
         preds = self.predict_histories([list(t.history) for t in data + events])
-        metrics: dict[str, float] = {}
-        n = len(data)
-        if n:
-            pd = preds[:n]
-            metrics = {
-                "dream/wm/obs_exact": sum(p.ok and p.observation == t.observation
-                                          for p, t in zip(pd, data)) / n,
-                "dream/wm/reward_mae": sum(abs(p.reward - t.reward) for p, t in zip(pd, data)) / n,
-                "dream/wm/done_acc": sum(p.done == t.done for p, t in zip(pd, data)) / n,
-                "dream/wm/parse_fail": sum(not p.ok for p in pd) / n,
-                "dream/wm/reward_calibration": (sum(p.reward for p in pd)
-                                                - sum(t.reward for t in data)) / n,
-                "dream/wm/confidence": sum(p.confidence for p in pd) / n,
-            }
-        pairs = list(zip(preds, data + events))
-        real = [(p, t) for p, t in pairs if self.is_event(t)]
-        quiet = [p for p, t in pairs[:n] if not self.is_event(t)]
-        hits = sum(p.ok and p.reward == t.reward and p.done == t.done for p, t in real)
-        false = sum(p.ok and p.reward != 0 for p in quiet)
-        self.event_log.append((hits, len(real), false, len(quiet)))
-        if real:
-            metrics["dream/wm/event_recall"] = hits / len(real)
-        if quiet:
-            metrics["dream/wm/false_rewards"] = false / len(quiet)
-            metrics["dream/wm/false_ends"] = sum(p.ok and p.done for p in quiet) / len(quiet)
+        metrics, counts = score(preds, data, events)
+        self.event_log.append(counts)
         return metrics
 
     def fit(self) -> float:
@@ -360,11 +339,7 @@ class WorldModel:
         losses = [self.train_step(b) for b in batches if b]
         return sum(losses) / len(losses)
 
-    @staticmethod
-    def is_event(t: Transition) -> bool:
-        """A reply with a reward or an end: the events a dream's return hangs on, and the
-        rarest replies."""
-        return t.reward != 0 or t.done
+    is_event = staticmethod(is_event)
 
     def weight(self, t: Transition) -> float:
         """A transition's loss weight: cfg.reward_weight for an event (`is_event`), else 1."""
