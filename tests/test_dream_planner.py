@@ -133,11 +133,15 @@ def test_dreams_in_the_loop_are_counted_apart_and_weighted(tmp_path, tiny_dir):
     assert series["imagined_tokens"] == [learned[0]["dream/imagined_tokens"],
                                          learned[1]["dream/imagined_tokens"]]
     assert series["wm_obs_exact"] == [r["dream/wm/obs_exact"] for r in learned]
+    with_events = [r for r in learned if "dream/wm/event_recall" in r]
+    assert series["wm_event_recall"] == [r["dream/wm/event_recall"] for r in with_events]
+    assert series["wm_event_tokens"] == [r["world/tokens"] for r in with_events]
     assert dream_series(tmp_path / "plain", [0, 1]) is None
 
 
 def test_report_plots_the_world_models_accuracy(tmp_path):
-    """A task whose curves carry world-model accuracy gets a third panel (wider figure)."""
+    """A task whose curves carry world-model accuracy gets a third panel (wider figure), with
+    the event recall dashed where a run has it (here one seed of two)."""
     from clicker.experiment.report import _colours, _plot_curves
 
     curve = {"world_tokens": [0.0, 50.0, 100.0], "success": [0.1, 0.2, 0.3],
@@ -145,11 +149,14 @@ def test_report_plots_the_world_models_accuracy(tmp_path):
              "wm_obs_exact": [0.0, 0.3, 0.5]}
     t = {"budget": 100, "target": 0.25, "curves": {"grpo": [{"world_tokens": [0.0, 100.0],
                                                              "success": [0.1, 0.2]}],
-                                                   "dream": [curve, curve]}}
+                                                   "dream": [curve, curve | {
+                                                       "wm_event_tokens": [20.0, 90.0],
+                                                       "wm_event_recall": [0.0, 0.8]}]}}
     path = tmp_path / "c.png"
     width = _plot_curves("t", t, ["grpo", "dream"], _colours(["grpo", "dream"]), path)
     assert width == 7.5 + 2 * 3.5 and path.stat().st_size > 0
-    del curve["wm_obs_exact"]
+    for c in t["curves"]["dream"]:
+        del c["wm_obs_exact"]
     assert _plot_curves("t", t, ["grpo", "dream"], _colours(["grpo", "dream"]), path) == 11.0
 
 

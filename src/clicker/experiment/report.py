@@ -120,20 +120,26 @@ def _plot_curves(task: str, t: dict, methods: list[str], colours: dict, path: Pa
     fig = Figure(figsize=(width, 4.2))
     axes = fig.subplots(1, 1 + extra, squeeze=False,
                         gridspec_kw={"width_ratios": [2] + [1] * extra} if extra else None)
-    panels = [(axes[0, 0], "world_tokens", "success", curves, budget, "world tokens")]
+    panels = [(axes[0, 0], "world_tokens", "success", curves, budget, "world tokens", "-")]
     if dreamers:
         top = max(max(c["imagined_tokens"]) for cs in dreamers.values() for c in cs) or 1.0
         panels.append((axes[0, 1], "imagined_tokens", "success", dreamers, top,
-                       "imagined tokens"))
-    if models:  # the world model's held-out exact observations over training
+                       "imagined tokens", "-"))
+    if models:  # the world model's held-out exact observations and event recall over training
         panels.append((axes[0, extra], "wm_world_tokens", "wm_obs_exact", models, budget,
-                       "world tokens"))
-    for ax, key, ykey, by_method, end, label in panels:
+                       "world tokens", "-"))
+        recall = {m: [c for c in cs if len(c.get("wm_event_recall") or []) > 1]
+                  for m, cs in models.items()}
+        panels.append((axes[0, extra], "wm_event_tokens", "wm_event_recall",
+                       {m: cs for m, cs in recall.items() if cs}, budget, "world tokens", "--"))
+    for ax, key, ykey, by_method, end, label, ls in panels:
         grid = np.linspace(0.0, end, GRID_POINTS)
         for m, cs in by_method.items():
             ci = _mean_ci([c[key] for c in cs], [c[ykey] for c in cs], grid)
-            ax.plot(grid, ci.point, color=colours[m], lw=2, label=f"{m} (n={len(cs)})")
-            ax.fill_between(grid, ci.low, ci.high, color=colours[m], alpha=0.18, lw=0)
+            name = f"{m} (n={len(cs)})" if ls == "-" else f"{m}: event recall"
+            ax.plot(grid, ci.point, color=colours[m], lw=2, ls=ls, label=name)
+            ax.fill_between(grid, ci.low, ci.high, color=colours[m], alpha=0.18 if ls == "-"
+                            else 0.08, lw=0)
         if _num(t.get("target")) is not None and ykey == "success":
             ax.axhline(t["target"], color="0.45", ls="--", lw=1.2, label=f"target {t['target']:g}")
         ax.set_xlim(0, end)
@@ -148,8 +154,8 @@ def _plot_curves(task: str, t: dict, methods: list[str], colours: dict, path: Pa
     if dreamers:
         axes[0, 1].set_title("dreaming methods", fontsize=11, loc="left")
     if models:
-        axes[0, extra].set_title("world model: held-out exact observations", fontsize=11,
-                                 loc="left")
+        axes[0, extra].set_title("world model, held out: exact observations (solid),\n"
+                                 "rewards and ends right (dashed)", fontsize=10, loc="left")
     if curves:
         axes[0, 0].legend(frameon=False, fontsize=9, loc="best")
     else:

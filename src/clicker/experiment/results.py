@@ -52,8 +52,9 @@ def load_curve(run_dir: Path, with_iterations: bool = False):
 
 def dream_series(run_dir: Path, iterations: list[int]) -> dict[str, list[float]] | None:
     """A dreaming run's imagined tokens at each of `iterations` (its eval points) and its world
-    model's held-out exact-observation rate over training (per iteration, against world
-    tokens); None for a run that never dreamed."""
+    model's held-out exact-observation rate and event recall (rewards and ends predicted
+    right) over training (per iteration that has them, against world tokens); None for a run
+    that never dreamed."""
     from clicker.train.metrics import read_metrics
 
     rows = sorted(read_metrics(run_dir), key=lambda r: r["iteration"])
@@ -66,9 +67,12 @@ def dream_series(run_dir: Path, iterations: list[int]) -> dict[str, list[float]]
         seen = max((v for i, v in known if i <= it), default=0.0)
         imagined.append(float(seen))
     wm = [r for r in rows if r.get("dream/wm/obs_exact") is not None]
+    ev = [r for r in rows if r.get("dream/wm/event_recall") is not None]
     return {"imagined_tokens": imagined,
             "wm_world_tokens": [float(r["world/tokens"]) for r in wm],
-            "wm_obs_exact": [float(r["dream/wm/obs_exact"]) for r in wm]}
+            "wm_obs_exact": [float(r["dream/wm/obs_exact"]) for r in wm],
+            "wm_event_tokens": [float(r["world/tokens"]) for r in ev],
+            "wm_event_recall": [float(r["dream/wm/event_recall"]) for r in ev]}
 
 
 def _num(x: Any) -> float | None:
