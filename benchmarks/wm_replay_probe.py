@@ -24,7 +24,7 @@ from clicker.models.policy import Policy
 from clicker.rollout.runner import RolloutSettings, run_episodes
 from clicker.tasks.keydoor import KeyDoor
 
-BATCHES, EVERY = 24, 6
+BATCHES, EVERY, QUIET = 24, 6, 96
 torch.set_num_threads(1)
 cache = Path("runs/wm_probe_eps.pt")
 policy = Policy.load(None, device="cpu", dtype="float32")
@@ -43,7 +43,7 @@ cfg = json.loads(sys.argv[1]) if len(sys.argv) > 1 else {}
 wm = WorldModel.from_policy(policy, WorldModelConfig(**cfg), max_turns=20)
 test = [t for e in eps["test"] for t in episode_transitions(e, 20, wm.max_history)]
 goal = [t for t in test if t.reward > 0]
-quiet = [t for t in test if t.reward == 0][:96]
+quiet = [t for t in test if t.reward == 0][:QUIET]
 
 
 def rates(ts):
