@@ -56,6 +56,14 @@ def tiny_dir() -> Path:
     return tiny_model_dir(0)
 
 
+@pytest.fixture(scope="module")
+def policy(tiny_dir):
+    """The built-in tiny model as a float32 CPU policy, loaded once per test module."""
+    from clicker.models.policy import Policy
+
+    return Policy.load(None, device="cpu", dtype="float32")
+
+
 @pytest.fixture(scope="session")
 def char_tokenizer():
     from clicker.models.chartok import build_char_tokenizer

@@ -15,7 +15,6 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 import pytest
 
 from clicker.lessons.backends import ChatReply, HTTPChat, LocalHFChat, PolicyChat
-from clicker.models.policy import Policy
 from clicker.rollout.chat import complete_chat
 from clicker.serve import build_server
 
@@ -60,11 +59,6 @@ def fake_server(respond: Respond) -> Iterator[tuple[str, list[dict[str, str]]]]:
     finally:
         srv.shutdown()
         srv.server_close()
-
-
-@pytest.fixture(scope="module")
-def policy(tiny_dir) -> Policy:
-    return Policy.load(None, device="cpu", dtype="float32")
 
 
 @pytest.fixture(scope="module")

@@ -16,11 +16,6 @@ from clicker.tasks.keydoor import CUE, KeyDoor
 from clicker.train.loop import train
 
 
-@pytest.fixture(scope="module")
-def policy(tiny_dir) -> Policy:
-    return Policy.load(None, device="cpu", dtype="float32")
-
-
 def oracle_value(policy: Policy, world: KeyDoor, split: str, indices: list[int]):
     """V*(s) = 0.9 ** (optimal actions left) from a transcript, found by replaying its actions
     in the real env: a perfect value model for the planner to read."""
@@ -215,16 +210,20 @@ def test_dream_methods_are_valid_configs(tmp_path):
     `clicker compare` builds them."""
     from clicker.experiment.compare import METHODS, load_spec, plan
 
-    for name in ("dream_plan", "dream_dyna", "dream", "dyna_steps", "dyna_gated"):
+    for name in ("dream_plan", "dream_dyna", "dream", "dyna_steps", "dyna_gated", "branch",
+                 "branch_oracle"):
         assert METHODS[name]["credit.value.steps"] == "turn"
     spec = load_spec(None, tasks=["keydoor_quick"],
-                     methods=["grpo", "dream_plan", "dream", "dyna_steps", "dyna_gated"],
+                     methods=["grpo", "dream_plan", "dream", "dyna_steps", "dyna_gated",
+                              "branch", "branch_oracle"],
                      seeds=1)
     cfgs = {r.method: r.cfg for r in plan(spec, tmp_path)}
     assert cfgs["dream"].dream.plan and cfgs["dream"].dream.dyna
     assert cfgs["dyna_steps"].dream.dyna_updates == 3 and cfgs["dyna_steps"].dream.dyna
     gated = cfgs["dyna_gated"].dream
     assert gated.wm_event_share == 0.5 and gated.min_event_recall == 0.5 and gated.dyna_updates
+    assert cfgs["branch"].dream.branch == 32 and cfgs["branch"].dream.enabled
+    assert cfgs["branch_oracle"].dream.oracle and not cfgs["branch"].dream.oracle
     assert not cfgs["grpo"].dream.enabled
 
 

@@ -21,15 +21,9 @@ from clicker.dream import (
     transitions,
 )
 from clicker.dream.world_model import FAILED, Transition
-from clicker.models.policy import Policy
 from clicker.rollout.runner import RolloutSettings, run_episodes
 from clicker.rollout.sampler import Samples
 from clicker.tasks.keydoor import KeyDoor
-
-
-@pytest.fixture(scope="module")
-def policy(tiny_dir) -> Policy:
-    return Policy.load(None, device="cpu", dtype="float32")
 
 
 @pytest.fixture(autouse=True)

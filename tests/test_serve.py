@@ -19,16 +19,10 @@ from typing import Any
 import pytest
 
 from clicker.models.chartok import build_char_tokenizer
-from clicker.models.policy import Policy
 from clicker.rollout.chat import complete_chat, render_chat
 from clicker.serve import ChatServer, build_server
 
 PROMPT = [{"role": "system", "content": "Q:"}, {"role": "user", "content": "12+34="}]
-
-
-@pytest.fixture(scope="module")
-def policy(tiny_dir) -> Policy:
-    return Policy.load(None, device="cpu", dtype="float32")
 
 
 @pytest.fixture(scope="module")

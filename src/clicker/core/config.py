@@ -215,16 +215,21 @@ class DreamConfig(_Section):
                               "new batch with the policy as it now is)")
     min_confidence: float = Field(0.5, ge=0, le=1, description="dyna: drop dreams whose least "
                                   "confident predicted step is below this")
-    min_event_recall: float = Field(0.0, ge=0, le=1, description="dyna: dream only while the "
+    branch: int = Field(0, ge=0, description="branched dreams: real decision states per "
+                        "iteration from which `candidates` actions are dreamed `horizon` turns "
+                        "and scored (reward + V); one more policy update on them with advantage "
+                        "score - the state's mean (clicker.dream.branch); 0: off")
+    branch_weight: float = Field(1.0, gt=0, description="branch: advantage weight")
+    min_event_recall: float = Field(0.0, ge=0, le=1, description="dyna/branch: dream only while the "
                                     "world model's held-out recall of rewards and ends (over "
                                     "its last 5 iterations) is at least this; 0: always")
-    max_false_rewards: float = Field(1.0, ge=0, le=1, description="dyna: and only while the "
+    max_false_rewards: float = Field(1.0, ge=0, le=1, description="dyna/branch: and only while the "
                                      "share of held-out rewardless steps it gives a reward is "
                                      "at most this (a 20-turn dream compounds it); 1: always")
 
     @property
     def enabled(self) -> bool:
-        return self.plan or self.dyna
+        return self.plan or self.dyna or self.branch > 0
 
     @model_validator(mode="after")
     def _dyna_updates_need_dyna(self) -> DreamConfig:

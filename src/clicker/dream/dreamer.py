@@ -7,7 +7,9 @@ imagined episodes for the batch (`imagine`, Dyna). Imagined episodes are flagged
 tokens, and get their advantages scaled by `dyna_weight` (`weigh`); dreams whose least confident
 predicted step is below `min_confidence` are dropped before they reach the batch, and no dream is
 made while the world model's held-out recall of rewards and ends is below `min_event_recall` or
-the share of rewardless steps it gives a reward above `max_false_rewards` (`trusted`).
+the share of rewardless steps it gives a reward above `max_false_rewards` (`trusted`). With
+`branch`, `clicker.dream.branch` dreams K candidate actions one decision deep from real states
+(`brancher` scores them) for one more policy update.
 
 All imagined tokens (Dyna episodes and the planner's dreams) are counted in
 `dream/imagined_tokens`, beside, never inside, `world/tokens`.
@@ -62,6 +64,10 @@ class Dreamer:
                                when=cfg.when, uncertainty=cfg.uncertainty, value=value,
                                margin=cfg.margin,
                                sampler=self.sampler) if cfg.plan else None
+        # branched dreams (clicker.dream.branch) score candidates with the planner's scorer
+        self.brancher = Planner(policy, self.world, candidates=cfg.candidates,
+                                horizon=cfg.horizon, value=value,
+                                sampler=self.sampler) if cfg.branch else None
         self.imagined_tokens = 0  # over the run: Dyna episodes and planner dreams
         self.iterations = 0  # iterations observed (dreams start after cfg.warmup_iterations)
 
@@ -70,7 +76,7 @@ class Dreamer:
         return self.iterations >= self.cfg.warmup_iterations
 
     def trusted(self) -> bool:
-        """Whether Dyna may dream now: the world model's held-out event recall (rewards and
+        """Whether Dyna (and branching) may dream now: the world model's held-out event recall (rewards and
         ends of the last iterations' real transitions, scored before it trained on them) is at
         least `min_event_recall` and the share of held-out rewardless steps it gives a reward
         at most `max_false_rewards`. A model that never dreams the goal makes every

@@ -167,6 +167,13 @@ METHODS: dict[str, dict[str, Any]] = {
                                  "dream.wm_reward_weight": 10.0, "dream.wm_event_share": 0.5,
                                  "dream.min_event_recall": 0.5, "dream.max_false_rewards": 0.05,
                                  "dream.wm_steps": 32},
+    # branched dreams (clicker.dream.branch): 32 real decision states an iteration, 4 candidate
+    # actions each dreamed one reply deep and scored by reward + V, one more update on them; the
+    # world model replays rewarding episodes for half its draws, goal replies at weight 1 (at
+    # 10 it rewarded ~5% of rewardless steps, a false +0.75 advantage for a random action)
+    "branch": _VALUE_TURN | {"dream.branch": 32, "dream.wm_event_share": 0.5,
+                             "dream.wm_steps": 32},
+    "branch_oracle": _VALUE_TURN | {"dream.branch": 32, "dream.oracle": True},
 }
 
 # Compare presets. quick: `make demo` (at most ~10 minutes on 2 CPU cores including building the

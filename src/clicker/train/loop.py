@@ -211,8 +211,9 @@ def train(cfg: Config, run_dir: Path | None = None, *, resume: bool = False) -> 
                                cfg.rollout.reuse_cache, cfg.rollout.step_timeout_s)
     pool = None  # Ray rollout workers
     if cfg.rollout.ray:
-        if cfg.lessons.enabled or dp is not None or cfg.dream.plan or cfg.dream.dyna_updates:
-            raise ValueError("Ray rollouts do not run with lessons, dream.plan, "
+        if (cfg.lessons.enabled or dp is not None or cfg.dream.plan or cfg.dream.dyna_updates
+                or cfg.dream.branch):
+            raise ValueError("Ray rollouts do not run with lessons, dream.plan, dream.branch, "
                              "dream.dyna_updates (Dyna does) or torchrun yet (issue 8)")
         from clicker.rollout.ray_workers import RayRollouts
 
@@ -246,6 +247,7 @@ def train(cfg: Config, run_dir: Path | None = None, *, resume: bool = False) -> 
                                 cfg.task.model_dump(), seed=cfg.train.seed, pool=pool,
                                 threads=cfg.rollout.worker_threads)
     elif cfg.dream.enabled:
+        from clicker.dream.branch import branched_update
         from clicker.dream.dreamer import Dreamer
         from clicker.dream.dyna import imagined_updates
 
@@ -372,6 +374,10 @@ def train(cfg: Config, run_dir: Path | None = None, *, resume: bool = False) -> 
                                                  indices, generator, reference, cpu_gen)
                 world_tokens += spent  # credit's real-world spending on dreams, if any
                 m_dream |= m_dyna
+            if dreamer is not None and cfg.dream.branch:  # one decision deep, from real states
+                m_dream |= branched_update(dreamer, episodes, policy, optimizer, cfg, it,
+                                           generator, reference, cpu_gen)
+                m_dream["dream/imagined_tokens"] = float(dreamer.imagined_tokens)
             # --- log ----------------------------------------------------------------------
             action_tokens = sum(e.num_action_tokens for e in episodes)
             m = {
