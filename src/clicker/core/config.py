@@ -220,6 +220,9 @@ class DreamConfig(_Section):
                         "and scored (reward + V); one more policy update on them with advantage "
                         "score - the state's mean (clicker.dream.branch); 0: off")
     branch_weight: float = Field(1.0, gt=0, description="branch: advantage weight")
+    branch_min_std: float = Field(0.02, ge=0, description="branch: advantages are divided by "
+                                  "their std, never by less than this (a flat V's spread is "
+                                  "noise, not signal)")
     min_event_recall: float = Field(0.0, ge=0, le=1, description="dyna/branch: dream only while the "
                                     "world model's held-out recall of rewards and ends (over "
                                     "its last 5 iterations) is at least this; 0: always")

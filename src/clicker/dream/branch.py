@@ -14,7 +14,9 @@ an estimate of Q(s, a_i) - V(s) from K counterfactual actions that the real worl
 which is what a world model adds to a value function. A state whose K scores tie carries no
 signal and is left out. The advantages are then divided by their standard deviation over the
 kept candidates, as credit normalises a real batch's (V's differences between neighbouring
-states are ~0.01-0.04 on keydoor_long, against unit-scale real advantages). The policy then takes one more update on these groups alone, their
+states are ~0.01-0.09 on keydoor_long, against unit-scale real advantages), but never by less
+than `branch_min_std` (0.02): in the fourth round, without that floor, a flat V gave spreads of
+5e-5 that normalising blew up into full-size updates on noise, and one seed fell to 0. The policy then takes one more update on these groups alone, their
 advantages scaled by `branch_weight` (`branched_update`). Model error enters one reply deep
 (H 1), not twenty, and the real history is never dreamed.
 
@@ -136,7 +138,8 @@ def dream_branches(dreamer: Any, episodes: Sequence[Episode], generator: torch.G
                "dream/branch/adv_abs": sum(abs(a) for a in adv) / max(1, len(adv)),
                "dream/branch/adv_std": std,
                "dream/branch/imagined_tokens": float(imagined)}
-    return eps, [a / std for a in kept] if std > 0 else kept, metrics
+    scale = max(std, cfg.branch_min_std)
+    return eps, [a / scale for a in kept] if scale > 0 else kept, metrics
 
 
 def branched_update(dreamer: Any, episodes: Sequence[Episode], policy: Any,

@@ -170,7 +170,8 @@ METHODS: dict[str, dict[str, Any]] = {
     # branched dreams (clicker.dream.branch): 32 real decision states an iteration, 4 candidate
     # actions each dreamed one reply deep and scored by reward + V, one more update on them; the
     # world model replays rewarding episodes for half its draws, goal replies at weight 1 (at
-    # 10 it rewarded ~5% of rewardless steps, a false +0.75 advantage for a random action)
+    # 10 it rewarded ~5% of rewardless steps, a false +0.75 advantage for a random action).
+    # benchmarks/dream_branch.yaml measured both before dream.branch_min_std existed (0 then)
     "branch": _VALUE_TURN | {"dream.branch": 32, "dream.wm_event_share": 0.5,
                              "dream.wm_steps": 32},
     "branch_oracle": _VALUE_TURN | {"dream.branch": 32, "dream.oracle": True},
