@@ -234,6 +234,12 @@ class DreamConfig(_Section):
     def enabled(self) -> bool:
         return self.plan or self.dyna or self.branch > 0
 
+    @property
+    def in_process(self) -> bool:
+        """Whether dreaming needs the policy in the trainer's process (planning, Dyna's
+        planning steps, branched dreams): Ray's world-model worker does Dyna only."""
+        return self.plan or self.dyna_updates > 0 or self.branch > 0
+
     @model_validator(mode="after")
     def _dyna_updates_need_dyna(self) -> DreamConfig:
         if self.dyna_updates and not self.dyna:

@@ -84,32 +84,38 @@ def branch_episodes(states: Sequence[LiveEpisode], candidates: Sequence[tuple[in
     return out
 
 
-def dream_branches(dreamer: Any, episodes: Sequence[Episode], generator: torch.Generator | None,
-                   rng: random.Random) -> tuple[list[Episode], list[float], dict[str, float]]:
-    """The branch groups of one iteration: imagined episodes (one per candidate; groups whose
-    scores all tie left out), their advantages (score - group mean) and metrics."""
-    cfg, r, planner = dreamer.cfg, dreamer.rollout, dreamer.brancher
-    points = decision_points(episodes, cfg.branch, rng)
-    if not points:
-        return [], [], {}
-    states = [branch_state(episodes[i], t, g) for g, (i, t) in enumerate(points)]
-    track = getattr(dreamer.world.predictor, "track", None)
-    if track is not None:  # prefill each real state once; candidates fork from it
-        track([id(s) for s in states], [s.tokens[s.context_tokens:] for s in states])
-    policy, k = dreamer.policy, cfg.candidates
+def sample_candidates(dreamer: Any, states: Sequence[LiveEpisode],
+                      generator: torch.Generator | None
+                      ) -> list[tuple[int, list[int], list[float], bool]]:
+    """K = `candidates` actions of the policy at each state with context room left, as
+    (state, tokens, log-probs, finished), state-major."""
+    r, policy, k = dreamer.rollout, dreamer.policy, dreamer.cfg.candidates
     max_new = r.max_action_tokens or dreamer.world.max_action_tokens
     budget = [min(max_new, policy.max_length - len(s.tokens)) for s in states]
     live = [j for j, b in enumerate(budget) if b > 0]
     if not live:
-        return [], [], {}
+        return []
     samples = dreamer.sampler.sample(
         [states[j].tokens for j in live], num_samples=k, max_new_tokens=max(budget[j] for j in live),
         temperature=r.temperature, top_p=r.top_p, stop=dreamer.world.stop, generator=generator)
-    cands = []
-    for row, (toks, lps, fin) in enumerate(zip(samples.tokens, samples.logprobs,
-                                                samples.finished)):
-        j = live[row // k]
-        cands.append((j, toks[:budget[j]], lps[:budget[j]], fin))
+    rows = zip(samples.tokens, samples.logprobs, samples.finished)
+    return [(j, toks[:budget[j]], lps[:budget[j]], fin)
+            for j, (toks, lps, fin) in zip((live[n // k] for n in range(len(live) * k)), rows)]
+
+
+def dream_branches(dreamer: Any, episodes: Sequence[Episode], generator: torch.Generator | None,
+                   rng: random.Random) -> tuple[list[Episode], list[float], dict[str, float]]:
+    """The branch groups of one iteration: imagined episodes (one per candidate; groups whose
+    scores all tie left out), their advantages (score - group mean, normalised) and metrics."""
+    cfg, r, planner, policy = dreamer.cfg, dreamer.rollout, dreamer.brancher, dreamer.policy
+    points = decision_points(episodes, cfg.branch, rng)
+    states = [branch_state(episodes[i], t, g) for g, (i, t) in enumerate(points)]
+    track = getattr(dreamer.world.predictor, "track", None)
+    if track is not None and states:  # prefill each real state once; candidates fork from it
+        track([id(s) for s in states], [s.tokens[s.context_tokens:] for s in states])
+    cands = sample_candidates(dreamer, states, generator)
+    if not cands:
+        return [], [], {}
     # score each distinct (state, action) once
     actions = [policy.decode(c[1]) for c in cands]
     first: dict[tuple[int, str], int] = {}
@@ -118,9 +124,9 @@ def dream_branches(dreamer: Any, episodes: Sequence[Episode], generator: torch.G
     unique = sorted(first.values())
     settings = RolloutSettings(1, r.temperature, r.top_p, r.max_action_tokens, r.max_turns,
                                reuse_cache=False)
-    spent = planner.stats.imagined_tokens
+    planner.reset_stats()
     scored = planner.score("train", states, [cands[c] for c in unique], settings, generator)
-    imagined = planner.stats.imagined_tokens - spent
+    imagined = planner.stats.imagined_tokens
     score_of = {(cands[c][0], actions[c]): s for c, s in zip(unique, scored)}
     scores = [score_of[(c[0], a)] for c, a in zip(cands, actions)]
     adv = branch_advantages(scores, [c[0] for c in cands])
@@ -131,7 +137,7 @@ def dream_branches(dreamer: Any, episodes: Sequence[Episode], generator: torch.G
     eps = branch_episodes(states, [cands[c][:3] for c in keep], [actions[c] for c in keep])
     kept = [adv[c] for c in keep]
     std = (sum(a * a for a in kept) / len(kept)) ** 0.5 if kept else 0.0  # group means are 0
-    metrics = {"dream/branch/states": float(len(live)),
+    metrics = {"dream/branch/states": float(len({c[0] for c in cands})),
                "dream/branch/informative": float(sum(1 for v in spread.values() if v > 1e-6)),
                "dream/branch/distinct": len(unique) / max(1, len(cands)),
                "dream/branch/score": sum(scores) / max(1, len(scores)),

@@ -76,10 +76,10 @@ class Dreamer:
         return self.iterations >= self.cfg.warmup_iterations
 
     def trusted(self) -> bool:
-        """Whether Dyna (and branching) may dream now: the world model's held-out event recall (rewards and
-        ends of the last iterations' real transitions, scored before it trained on them) is at
-        least `min_event_recall` and the share of held-out rewardless steps it gives a reward
-        at most `max_false_rewards`. A model that never dreams the goal makes every
+        """Whether Dyna (and branching) may dream now: the world model's held-out event recall
+        (rewards and ends of the last iterations' real transitions, scored before it trained
+        on them) is at least `min_event_recall` and the share of held-out rewardless steps it
+        gives a reward at most `max_false_rewards`. A model that never dreams the goal makes every
         dream a failure: training on them teaches the policy (and a value model) that nothing
         pays; one that dreams goals where there are none teaches it to farm them."""
         cfg, m = self.cfg, self.model

@@ -67,3 +67,27 @@ def imagined_updates(dreamer: Any, credit: Callable[[Batch], Any], policy: Any,
                 "dream/dyna_updates/imagined_tokens": float(dreamer.imagined_tokens - imagined),
                 "dream/imagined_tokens": float(dreamer.imagined_tokens)}
     return metrics, world_tokens
+
+
+def after_update(dreamer: Any, credit: Callable[[Batch], Any], episodes: list, policy: Any,
+                 optimizer: torch.optim.Optimizer, cfg: Config, iteration: int,
+                 seen: list[int] | None, generator: torch.Generator | None,
+                 reference: torch.nn.Module | None = None,
+                 update_generator: torch.Generator | None = None
+                 ) -> tuple[dict[str, float], int]:
+    """The policy updates a world model buys after an iteration's real one: Dyna's planning
+    steps (`dream.dyna_updates`), then one on branched dreams from this iteration's real
+    `episodes` (`dream.branch`, `clicker.dream.branch`). Returns their metrics and the world
+    tokens credit spent on dreams."""
+    from clicker.dream.branch import branched_update
+
+    metrics, spent = {}, 0
+    if cfg.dream.dyna_updates:
+        metrics, spent = imagined_updates(dreamer, credit, policy, optimizer, cfg, iteration,
+                                          seen, generator, reference, update_generator)
+    if cfg.dream.branch:
+        metrics |= branched_update(dreamer, episodes, policy, optimizer, cfg, iteration,
+                                   generator, reference, update_generator)
+    if metrics:
+        metrics["dream/imagined_tokens"] = float(dreamer.imagined_tokens)
+    return metrics, spent

@@ -211,8 +211,7 @@ def train(cfg: Config, run_dir: Path | None = None, *, resume: bool = False) -> 
                                cfg.rollout.reuse_cache, cfg.rollout.step_timeout_s)
     pool = None  # Ray rollout workers
     if cfg.rollout.ray:
-        if (cfg.lessons.enabled or dp is not None or cfg.dream.plan or cfg.dream.dyna_updates
-                or cfg.dream.branch):
+        if cfg.lessons.enabled or dp is not None or cfg.dream.in_process:
             raise ValueError("Ray rollouts do not run with lessons, dream.plan, dream.branch, "
                              "dream.dyna_updates (Dyna does) or torchrun yet (issue 8)")
         from clicker.rollout.ray_workers import RayRollouts
@@ -247,9 +246,8 @@ def train(cfg: Config, run_dir: Path | None = None, *, resume: bool = False) -> 
                                 cfg.task.model_dump(), seed=cfg.train.seed, pool=pool,
                                 threads=cfg.rollout.worker_threads)
     elif cfg.dream.enabled:
-        from clicker.dream.branch import branched_update
         from clicker.dream.dreamer import Dreamer
-        from clicker.dream.dyna import imagined_updates
+        from clicker.dream.dyna import after_update
 
         value = next((s for _, s in credit.sources if s.name == "value"), None)
         dreamer = Dreamer(cfg.dream, cfg.rollout, policy, world, seed=cfg.train.seed,
@@ -365,19 +363,14 @@ def train(cfg: Config, run_dir: Path | None = None, *, resume: bool = False) -> 
             if dreams:
                 advantages = dreamer.weigh(batch, advantages)
             # --- update -------------------------------------------------------------------
-            result = policy_update(policy, optimizer, batch, advantages, cfg.update,
-                                   temperature=cfg.rollout.temperature or 1.0,
-                                   reference=reference, generator=cpu_gen,
-                                   distill=credit_out.distill, dp=dp)
-            if dreamer is not None and cfg.dream.dyna_updates:  # Dyna's planning steps
-                m_dyna, spent = imagined_updates(dreamer, credit, policy, optimizer, cfg, it,
-                                                 indices, generator, reference, cpu_gen)
+            result = policy_update(policy, optimizer, batch, advantages, cfg.update, dp=dp,
+                                   temperature=cfg.rollout.temperature or 1.0, reference=reference,
+                                   generator=cpu_gen, distill=credit_out.distill)
+            if cfg.dream.in_process:  # Dyna's planning steps, branched dreams
+                m_more, spent = after_update(dreamer, credit, episodes, policy, optimizer, cfg,
+                                             it, indices, generator, reference, cpu_gen)
                 world_tokens += spent  # credit's real-world spending on dreams, if any
-                m_dream |= m_dyna
-            if dreamer is not None and cfg.dream.branch:  # one decision deep, from real states
-                m_dream |= branched_update(dreamer, episodes, policy, optimizer, cfg, it,
-                                           generator, reference, cpu_gen)
-                m_dream["dream/imagined_tokens"] = float(dreamer.imagined_tokens)
+                m_dream |= m_more
             # --- log ----------------------------------------------------------------------
             action_tokens = sum(e.num_action_tokens for e in episodes)
             m = {
