@@ -19,6 +19,7 @@ from clicker.dream.branch import (
     branched_update,
     decision_points,
     dream_branches,
+    sample_candidates,
 )
 from clicker.dream.dreamer import Dreamer
 from clicker.rollout.runner import RolloutSettings, run_episodes
@@ -124,11 +125,36 @@ def test_the_branch_update_moves_the_policy_toward_the_better_candidates(policy,
     assert d.imagined_tokens == m["dream/branch/imagined_tokens"] > 0
 
 
-def test_branches_in_the_loop_count_no_world_tokens(tmp_path, tiny_dir):
+def test_branch_scores_discount_v_by_the_value_sources_gamma(policy, real):
+    """score = r + gamma * V(s'): with V = 1 everywhere and gamma 0.5, a candidate whose dream
+    goes on scores 0.5, one that reaches the goal 1 and one that runs out of turns 0."""
+    world, eps = real
+    cfg = build_config({}, ["dream.oracle=true", "dream.warmup_iterations=0", "dream.branch=8",
+                            "dream.candidates=4", "rollout.group_size=2"])
+    d = Dreamer(cfg.dream, cfg.rollout, policy, world, value=lambda seqs: [1.0] * len(seqs),
+                gamma=0.5)
+    states = [branch_state(eps[i], t, g)
+              for g, (i, t) in enumerate(decision_points(eps, 8, random.Random(0)))]
+    cands = sample_candidates(d, states, torch.Generator().manual_seed(1))
+    settings = RolloutSettings(1, 1.0, 1.0, None, cfg.rollout.max_turns, reuse_cache=False)
+    scores = d.brancher.score("train", states, cands, settings, torch.Generator().manual_seed(1))
+    assert len(scores) == len(cands) and set(scores) <= {0.0, 0.5, 1.0}
+    assert 0.5 in scores
+
+
+def test_branches_in_the_loop_count_no_world_tokens(tmp_path, tiny_dir, monkeypatch):
     sets = ["task.name=keydoor", "task.args={rooms: 2}", "rollout.prompts=2",
             "rollout.group_size=4", "train.iterations=2", "train.eval_every=0",
             "train.progress=false", "train.checkpoint_every=0", "update.lr=1e-4",
-            "credit.sources={value: 1.0}", "credit.value.steps=turn"]
+            "credit.sources={value: 1.0}", "credit.value.steps=turn", "credit.value.gamma=0.9"]
+    gammas = []
+    init = Dreamer.__init__
+
+    def spy(self, *args, **kwargs):
+        gammas.append(kwargs.get("gamma"))
+        init(self, *args, **kwargs)
+
+    monkeypatch.setattr(Dreamer, "__init__", spy)
     runs = {}
     for name, extra in (("plain", []), ("branch", ["dream.branch=6", "dream.oracle=true",
                                                     "dream.warmup_iterations=0"])):
@@ -136,6 +162,7 @@ def test_branches_in_the_loop_count_no_world_tokens(tmp_path, tiny_dir):
         rows = [json.loads(x) for x in (tmp_path / name / "metrics.jsonl").open()]
         runs[name] = summary, rows
     summary, rows = runs["branch"]
+    assert gammas == [0.9]  # the branches score with the value source's discount
     assert rows[0]["world/tokens"] == runs["plain"][1][0]["world/tokens"]
     assert all(r["dream/branch/gated"] == 0.0 and r["dream/branch/states"] == 6 for r in rows)
     assert summary["imagined_tokens"] == rows[-1]["dream/imagined_tokens"] == sum(

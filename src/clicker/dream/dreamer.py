@@ -44,7 +44,7 @@ def weigh_dreams(batch: Batch, advantages: torch.Tensor, weight: float) -> torch
 
 class Dreamer:
     def __init__(self, cfg: DreamConfig, rollout: RolloutConfig, policy: Policy, world: World,
-                 *, seed: int = 0, value: ValueFn | None = None):
+                 *, seed: int = 0, value: ValueFn | None = None, gamma: float = 1.0):
         self.cfg, self.rollout, self.policy, self.seed = cfg, rollout, policy, seed
         max_turns = rollout.max_turns or world.max_turns
         self.model: WorldModel | None = None
@@ -62,11 +62,11 @@ class Dreamer:
         self.sampler = Sampler(policy.model, policy.tokenizer)
         self.planner = Planner(policy, self.world, candidates=cfg.candidates, horizon=cfg.horizon,
                                when=cfg.when, uncertainty=cfg.uncertainty, value=value,
-                               margin=cfg.margin,
+                               margin=cfg.margin, gamma=gamma,
                                sampler=self.sampler) if cfg.plan else None
         # branched dreams (clicker.dream.branch) score candidates with the planner's scorer
         self.brancher = Planner(policy, self.world, candidates=cfg.candidates,
-                                horizon=cfg.horizon, value=value,
+                                horizon=cfg.horizon, value=value, gamma=gamma,
                                 sampler=self.sampler) if cfg.branch else None
         self.imagined_tokens = 0  # over the run: Dyna episodes and planner dreams
         self.iterations = 0  # iterations observed (dreams start after cfg.warmup_iterations)
