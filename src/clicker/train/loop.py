@@ -251,8 +251,7 @@ def train(cfg: Config, run_dir: Path | None = None, *, resume: bool = False) -> 
 
         value = next((s for _, s in credit.sources if s.name == "value"), None)
         dreamer = Dreamer(cfg.dream, cfg.rollout, policy, world, seed=cfg.train.seed,
-                          value=value.state_value if value is not None else None,
-                          gamma=value.cfg.gamma if value is not None else 1.0)
+                          value=value.state_value if value else None, gamma=cfg.credit.value.gamma)
     shards = cfg.rollout.shards or (cfg.rollout.workers if pool is not None else 0)
     start, world_tokens = 0, 0
     if ckpt is not None:
