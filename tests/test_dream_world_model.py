@@ -4,6 +4,8 @@ DreamWorld the runner rolls out in (issue 7)."""
 from __future__ import annotations
 
 import math
+import random
+from itertools import pairwise
 
 import pytest
 import torch
@@ -20,6 +22,7 @@ from clicker.dream import (
     parse_reply,
     transitions,
 )
+from clicker.dream.transcript import episode_transitions
 from clicker.dream.world_model import FAILED, Transition
 from clicker.rollout.runner import RolloutSettings, run_episodes
 from clicker.rollout.sampler import Samples
@@ -256,6 +259,60 @@ def test_event_replay_and_held_out_event_recall(random_policy):
     other = WorldModel.from_policy(random_policy, WorldModelConfig(recall_window=2), max_turns=5)
     other.load_state_dict(wm.state_dict())
     assert list(other.event_log) == list(wm.event_log)
+
+
+def test_augment_renames_whole_episodes_by_the_worlds_symmetry(random_policy):
+    """augment 1: every minibatch episode reaches train_step renamed by one symmetry (histories
+    and observations are its text map of the originals, histories still prefixes of one
+    another); augment 0: the buffer's transitions as they are, drawn as without a symmetry.
+    A world without symmetries cannot be augmented (the world model and the Dreamer say so)."""
+    from clicker.core.config import DreamConfig, RolloutConfig
+    from clicker.dream.dreamer import Dreamer
+    from clicker.tasks import Addition, as_world
+
+    world = KeyDoor(rooms=3, max_turns=6)
+    eps = run_episodes(random_policy, world, "train", [0, 1, 2], RolloutSettings(group_size=2),
+                       torch.Generator().manual_seed(0))
+    tok = random_policy.tokenizer
+
+    def batches(augment: float, symmetry, calls=None) -> list[list[Transition]]:
+        wm = WorldModel.from_policy(random_policy, WorldModelConfig(
+            steps=3, batch_size=8, augment=augment), max_turns=6, symmetry=symmetry)
+        for g in [episode_transitions(e, 6, wm.max_history) for e in eps]:
+            wm.add(g)
+        out: list[list[Transition]] = []
+        wm.train_step = lambda b: out.append(list(b)) or 0.0  # type: ignore[method-assign]
+        renamed = wm.renamed
+        wm.renamed = lambda g: calls.append((g, renamed(g))) or calls[-1][1]  # type: ignore
+        wm.fit()
+        return out
+
+    calls: list = []
+    augmented = batches(1.0, world.symmetry, calls)
+    assert [t for b in augmented for t in b] == [t for _, new in calls for t in new]
+    real = [tuple(episode_transitions(e, 6, 10**6)) for e in eps]
+    assert all(g in real for g, _ in calls)
+    for _, new in calls:  # one episode, one renaming: its histories stay prefixes
+        assert all(b.history[:len(a.history)] == a.history for a, b in pairwise(new))
+    assert any(new != list(g) for g, new in calls)
+    plain = batches(0.0, world.symmetry, calls := [])
+    assert calls == [] and plain == batches(0.0, None, [])
+    assert {t for b in plain for t in b} <= {t for g in real for t in g}
+
+    sym = world.symmetry(random.Random(3))
+    t = episode_transitions(eps[0], 6, 10**6)[-1]
+    wm = WorldModel.from_policy(random_policy, WorldModelConfig(), max_turns=6,
+                                symmetry=lambda rng: sym)
+    [r] = wm.renamed([t])
+    assert tok.decode(list(r.history)) == sym(tok.decode(list(t.history)))
+    assert (r.reward, r.done, r.observation) == (t.reward, t.done, sym(t.observation))
+    with pytest.raises(ValueError, match="augment"):
+        WorldModelConfig(augment=1.5)
+    with pytest.raises(ValueError, match="symmetry"):
+        WorldModel.from_policy(random_policy, WorldModelConfig(augment=0.5), max_turns=6)
+    with pytest.raises(ValueError, match="declares no symmetries"):
+        Dreamer(DreamConfig(dyna=True, wm_augment=0.5), RolloutConfig(), random_policy,
+                as_world(Addition(digits=1)))
 
 
 # ---- DreamWorld ------------------------------------------------------------------------------

@@ -16,7 +16,16 @@ from hypothesis import strategies as st
 from clicker.tasks import TASKS, Addition, KeyDoor, Letters, make_world
 from clicker.tasks.addition import check_integer, wrong_number
 from clicker.tasks.base import Env, SingleTurnWorld, Task, World
-from clicker.tasks.keydoor import ACTIONS, GOAL_LINE, MAX_OBS_CHARS, KeyDoorEnv
+from clicker.tasks.keydoor import (
+    ACTIONS,
+    CUE,
+    DIRS,
+    GOAL_LINE,
+    MAX_OBS_CHARS,
+    OPPOSITE,
+    KeyDoorEnv,
+    parse_action,
+)
 
 N = 2000
 
@@ -280,6 +289,41 @@ def test_keydoor_warmup_transcripts() -> None:
         assert replay == text
         outcomes.append(run(w.make("train", i), actions)[0])
     assert 0.2 < sum(outcomes) / len(outcomes) < 1.0
+
+
+@pytest.mark.parametrize("rooms", [2, 3, 12])
+def test_keydoor_symmetry_renames_a_play_into_the_renamed_layouts_play(rooms: int) -> None:
+    """A renaming is a symmetry: the renamed transcript of any play (moves, aliases, case,
+    bad and useless actions) is, token for token, the transcript of the renamed actions in
+    the renamed layout, with the same rewards and ends; a prefix at an action's end renames
+    to a prefix. The 8 compass maps all occur and keep opposites opposite."""
+    w = KeyDoor(rooms=rooms)
+    acts = ["n", "s", "e", "w", "take", "open", "north", "East", " W", "N", "jump", "door e ",
+            "exits n.", "R3", ""]
+    maps = set()
+    for i in range(30):
+        rng = random.Random(i)
+        lay = w.layout("train", i)
+        sym = w.symmetry(rng)
+        maps.add(tuple(sym.dirs.items()))
+        assert all(sym.dirs[OPPOSITE[d]] == OPPOSITE[sym.dirs[d]] for d in "nsew")
+        assert sorted(sym.labels.values()) == sorted(sym.labels) == list(range(len(sym.labels)))
+        a, b = KeyDoorEnv(lay, 30), KeyDoorEnv(sym.layout(lay), 30)
+        ta, tb = a.reset(), b.reset()
+        cuts = []
+        while not a.done:
+            act = (rng.choice(acts) if rng.random() < 0.4 else a.expert_action()) + "\n"
+            renamed = sym(CUE + act)[len(CUE):]
+            move = parse_action(act)
+            assert parse_action(renamed) == sym.dirs[move] if move in DIRS else renamed == act
+            sa, sb = a.step(act), b.step(renamed)
+            assert (sa.reward, sa.done) == (sb.reward, sb.done)
+            ta, tb = ta + act + sa.observation, tb + renamed + sb.observation
+            cuts.append(len(ta) - len(sa.observation))
+        assert sym(ta) == tb
+        assert all(tb.startswith(sym(ta[:c])) for c in cuts)
+        assert sym(ta) != ta or sym.dirs == {d: d for d in "nsew"}
+    assert len(maps) == 8
 
 
 def test_keydoor_rejects_bad_sizes() -> None:

@@ -196,6 +196,11 @@ class DreamConfig(_Section):
     wm_event_share: float = Field(0.0, ge=0, le=1, description="share of the world model's "
                                   "minibatch draws taken from episodes holding such a reply "
                                   "(prioritised replay of the rare events)")
+    wm_augment: float = Field(0.0, ge=0, le=1, description="share of the world model's "
+                              "minibatch episodes renamed by a random symmetry of the world "
+                              "(keydoor: compass rotations and reflections, room labels), so "
+                              "it learns rules rather than names; needs a world with "
+                              "`symmetry(rng)`")
     warmup_iterations: int = Field(2, ge=0, description="real iterations before any dream is used")
     candidates: int = Field(4, ge=2, description="plan: actions sampled at a decision point (K)")
     horizon: int = Field(1, ge=1, description="plan: turns each candidate is dreamed forward (H)")

@@ -51,12 +51,16 @@ class Dreamer:
         if cfg.oracle:
             predictor = OracleModel(world)
         else:
+            symmetry = getattr(world, "symmetry", None)
+            if cfg.wm_augment > 0 and symmetry is None:
+                raise ValueError(f"dream.wm_augment: the world {world.name!r} declares no "
+                                 "symmetries (a `symmetry(rng)` method, as keydoor's)")
             self.model = WorldModel.from_policy(policy, WorldModelConfig(
                 lr=cfg.wm_lr, steps=cfg.wm_steps, epochs=cfg.wm_epochs, batch_size=cfg.wm_batch,
                 micro_batch=cfg.wm_batch, buffer=cfg.wm_buffer, eval_max=cfg.wm_eval,
                 reward_weight=cfg.wm_reward_weight, event_share=cfg.wm_event_share,
-                seed=seed),
-                max_turns=max_turns)
+                augment=cfg.wm_augment, seed=seed),
+                max_turns=max_turns, symmetry=symmetry)
             predictor = self.model
         self.world = DreamWorld(world, predictor, policy)
         self.sampler = Sampler(policy.model, policy.tokenizer)

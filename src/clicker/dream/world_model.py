@@ -48,7 +48,7 @@ import inspect
 import math
 import random
 from collections import deque
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -95,6 +95,7 @@ class WorldModelConfig:
     grad_clip: float = 1.0  # max gradient norm
     reward_weight: float = 1.0  # loss weight of replies with a reward or an end (rare events)
     event_share: float = 0.0  # share of minibatch draws from episodes holding such a reply
+    augment: float = 0.0  # share of minibatch episodes renamed by a random symmetry of the world
     recall_window: int = 5  # observes `event_recall` pools
     seed: int = 0  # replay sampling and evaluation subsample
 
@@ -107,6 +108,8 @@ class WorldModelConfig:
             raise ValueError("WorldModelConfig.steps and eval_max must be >= 0")
         if self.lr <= 0:
             raise ValueError(f"WorldModelConfig.lr must be > 0, got {self.lr}")
+        if not 0 <= self.augment <= 1:
+            raise ValueError(f"WorldModelConfig.augment must be in [0, 1], got {self.augment}")
         if not 0 <= self.event_share <= 1:
             raise ValueError(f"WorldModelConfig.event_share must be in [0, 1], got "
                              f"{self.event_share}")
@@ -119,10 +122,18 @@ class WorldModel:
     """A causal LM trained online to write the env's reply to each action (see the module doc).
 
     `max_turns`: the runner's turn limit, to skip last turns the limit may have ended.
+    `symmetry`: the world's `symmetry(rng)`, a random text map of a transcript under which the
+    world's rules do not change (`clicker.tasks.keydoor.KeyDoorSymmetry`); a share cfg.augment
+    of the episodes in each minibatch is renamed by a fresh one (`renamed`).
     """
 
-    def __init__(self, model: Any, tokenizer: Any, cfg: WorldModelConfig, *, max_turns: int):
+    def __init__(self, model: Any, tokenizer: Any, cfg: WorldModelConfig, *, max_turns: int,
+                 symmetry: Callable[[random.Random], Callable[[str], str]] | None = None):
+        if cfg.augment > 0 and symmetry is None:
+            raise ValueError("WorldModelConfig.augment needs the world's symmetry (a world "
+                             "without a `symmetry(rng)` method cannot be renamed)")
         self.model, self.tokenizer, self.cfg, self.max_turns = model, tokenizer, cfg, max_turns
+        self.symmetry = symmetry
         self.eos_id: int = tokenizer.eos_token_id
         pad = tokenizer.pad_token_id
         self.pad_id: int = pad if pad is not None else self.eos_id
@@ -148,13 +159,15 @@ class WorldModel:
         self._cache_kw = "cache" if "cache" in params else "past_key_values"
 
     @classmethod
-    def from_policy(cls, policy: Any, cfg: WorldModelConfig | None = None, *,
-                    max_turns: int) -> WorldModel:
+    def from_policy(cls, policy: Any, cfg: WorldModelConfig | None = None, *, max_turns: int,
+                    symmetry: Callable[[random.Random], Callable[[str], str]] | None = None
+                    ) -> WorldModel:
         """A float32 deep copy of the policy's LM (its own weights from here on) and its
         tokenizer."""
         model = copy.deepcopy(policy.model).float()
         model.requires_grad_(True)
-        return cls(model, policy.tokenizer, cfg or WorldModelConfig(), max_turns=max_turns)
+        return cls(model, policy.tokenizer, cfg or WorldModelConfig(), max_turns=max_turns,
+                   symmetry=symmetry)
 
     @property
     def device(self) -> torch.device:
@@ -310,9 +323,10 @@ class WorldModel:
     def fit(self) -> float:
         """Train on the buffer: cfg.steps minibatches of whole episodes drawn at random (a
         share cfg.event_share of the draws from the episodes that hold an event, `is_event`:
-        prioritised replay of the rare replies), or cfg.epochs shuffled passes when steps is 0. A minibatch takes episodes until it holds
-        cfg.batch_size transitions (whole episodes, so their transitions share one forward of
-        the transcript; see `_reply_nll`). Returns the mean loss per reply token over the
+        prioritised replay of the rare replies), or cfg.epochs shuffled passes when steps is 0.
+        A minibatch takes episodes until it holds cfg.batch_size transitions (whole episodes, so
+        their transitions share one forward of the transcript; see `_reply_nll`), each one
+        `renamed` with probability cfg.augment. Returns the mean loss per reply token over the
         steps."""
         cfg, groups = self.cfg, list(self.buffer)
         if not groups:
@@ -335,9 +349,20 @@ class WorldModel:
                 if cfg.steps and len(batches) == cfg.steps:
                     break
                 batches.append([])
-            batches[-1].extend(groups[i])
+            aug = cfg.augment and self.rng.random() < cfg.augment
+            batches[-1].extend(self.renamed(groups[i]) if aug else groups[i])
         losses = [self.train_step(b) for b in batches if b]
         return sum(losses) / len(losses)
+
+    def renamed(self, episode: Sequence[Transition]) -> list[Transition]:
+        """One episode's transitions under a fresh random symmetry of the world: histories and
+        observations mapped as text (one map for the whole episode, so its histories stay
+        prefixes of one another)."""
+        assert self.symmetry is not None
+        rename, tok = self.symmetry(self.rng), self.tokenizer
+        return [Transition(tuple(tok.encode(rename(tok.decode(list(t.history))),
+                                            add_special_tokens=False)),
+                           t.reward, t.done, rename(t.observation)) for t in episode]
 
     is_event = staticmethod(is_event)
 

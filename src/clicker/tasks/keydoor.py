@@ -25,8 +25,9 @@ for rooms=2 (four geometries) test layouts differ from train ones only by labels
 from __future__ import annotations
 
 import random
+import re
 from collections import deque
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from clicker.tasks.base import Split, Step, split_of
 
@@ -135,6 +136,57 @@ def parse_action(action: str) -> str | None:
     return a if a in ACTIONS else None
 
 
+ROTATE = {"n": "e", "e": "s", "s": "w", "w": "n"}  # a quarter turn clockwise
+FLIP = {"n": "n", "s": "s", "e": "w", "w": "e"}  # a mirror through the n-s axis
+WORDS = {v: k for k, v in ALIASES.items()}
+_OBS_DIRS = re.compile(r"(exits |door |no exit )([nsew](?:,[nsew])*)(?=[ .])")
+_LABEL = re.compile(r"R(\d+)")
+
+
+@dataclass(frozen=True)
+class KeyDoorSymmetry:
+    """A renaming of keydoor's world that changes no rule: one of the 8 rotations and
+    reflections of the compass, and a permutation of the room labels. Applied to a transcript
+    (`__call__`), it gives the transcript of the same play in the renamed layout (`layout`): a
+    world model trained on renamed transcripts (`dream.wm_augment`) must learn the rules (a move
+    through an open door reaches the goal) rather than the names of the rooms and exits they
+    happened to be seen with."""
+
+    dirs: dict[str, str]
+    labels: dict[int, int]
+
+    def __call__(self, text: str) -> str:
+        """The renamed text of a transcript, or of part of one that starts with an
+        observation: every part after a "\\n> " cue is an action up to its newline (renamed
+        when it is a move), the rest observation text (exits, doors and room labels renamed)."""
+        parts = text.split(CUE)
+        out = [self._observation(parts[0])]
+        for part in parts[1:]:
+            action, nl, obs = part.partition("\n")
+            out.append(self._action(action) + nl + self._observation(obs))
+        return CUE.join(out)
+
+    def _observation(self, text: str) -> str:
+        text = _OBS_DIRS.sub(lambda m: m.group(1) + ",".join(
+            sorted((self.dirs[d] for d in m.group(2).split(",")), key=list(DIRS).index)), text)
+        return _LABEL.sub(lambda m: f"R{self.labels.get(int(m.group(1)), int(m.group(1)))}", text)
+
+    def _action(self, action: str) -> str:
+        core = action.strip()
+        a = ALIASES.get(core.lower(), core.lower())
+        if a not in DIRS:
+            return action
+        new = self.dirs[a] if len(core) == 1 else WORDS[self.dirs[a]]
+        return action.replace(core, new.upper() if core.isupper() else new, 1)
+
+    def layout(self, lay: Layout) -> Layout:
+        """The renamed layout (same rooms, start, key, door and goal; its canonical key marks
+        it renamed)."""
+        return replace(lay, labels=tuple(self.labels[x] for x in lay.labels),
+                       exits=tuple({self.dirs[d]: nb for d, nb in ex.items()} for ex in lay.exits),
+                       door_dir=self.dirs[lay.door_dir], canonical=lay.canonical + "|renamed")
+
+
 class KeyDoorEnv:
     """One episode in one layout. Ends on reaching the goal or after `max_turns` actions."""
 
@@ -238,6 +290,19 @@ class KeyDoor:
 
     def make(self, split: Split, index: int) -> KeyDoorEnv:
         return self._env(self.layout(split, index))
+
+    def symmetry(self, rng: random.Random) -> KeyDoorSymmetry:
+        """A random renaming of the world (see `KeyDoorSymmetry`): a world model's training
+        transcripts under it are as real as the originals (`dream.wm_augment`)."""
+        turns, flip = rng.randrange(4), rng.random() < 0.5
+        dirs = {}
+        for d in DIRS:
+            x = FLIP[d] if flip else d
+            for _ in range(turns):
+                x = ROTATE[x]
+            dirs[d] = x
+        pool = list(range(10 if self.rooms <= 10 else 100))
+        return KeyDoorSymmetry(dirs, dict(zip(pool, rng.sample(pool, len(pool)))))
 
     def optimal_actions(self, split: Split, index: int) -> list[str]:
         return _expert_run(self.layout(split, index))
