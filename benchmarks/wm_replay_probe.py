@@ -9,8 +9,9 @@ rewardless steps it calls a reward (false goals) with their exact-match rate.
     python benchmarks/wm_replay_probe.py '{"steps": 16, "batch_size": 32, "micro_batch": 32,
         "lr": 3e-4, "buffer": 4096, "reward_weight": 10, "event_share": 0.5}'
 
-(the JSON is `WorldModelConfig`'s fields; ~2 min to play the episodes, ~6 min to train at 16
-steps a batch, one thread)."""
+(the JSON is `WorldModelConfig`'s fields, `augment` included: the share of training episodes
+renamed by keydoor's symmetries; an optional second argument stops after that many batches;
+~2 min to play the episodes, ~6 min to train at 16 steps a batch, one thread)."""
 import json
 import sys
 import time
@@ -40,7 +41,9 @@ else:
     cache.parent.mkdir(exist_ok=True)
     torch.save(eps, cache)
 cfg = json.loads(sys.argv[1]) if len(sys.argv) > 1 else {}
-wm = WorldModel.from_policy(policy, WorldModelConfig(**cfg), max_turns=20)
+wm = WorldModel.from_policy(policy, WorldModelConfig(**cfg), max_turns=20,
+                            symmetry=world.symmetry)
+stop = int(sys.argv[2]) if len(sys.argv) > 2 else BATCHES
 test = [t for e in eps["test"] for t in episode_transitions(e, 20, wm.max_history)]
 goal = [t for t in test if t.reward > 0]
 quiet = [t for t in test if t.reward == 0][:QUIET]
@@ -57,7 +60,7 @@ def rates(ts):
 
 t0 = time.time()
 print(cfg)
-for i, batch in enumerate(eps["train"]):
+for i, batch in enumerate(eps["train"][:stop]):
     wm.observe(batch)
     if (i + 1) % EVERY == 0:
         trained = [t for g in wm.buffer for t in g if t.reward > 0][-48:]

@@ -171,6 +171,44 @@ def test_predict_parses_scores_and_rejects_malformed_replies(random_policy):
     assert not preds[1].ok and preds[1].done and preds[1].confidence == 0.0
 
 
+def test_dream_replies_are_sampled_at_the_temperature_and_resume_exactly(random_policy):
+    """temperature 0: predict is greedy (the same reply to the same history every time, as
+    evaluation's); > 0: sampled from the model's seeded stream, so replies vary, a second model
+    with the same seed draws the same ones, and a state_dict carries the stream on."""
+    enc = random_policy.encode
+    history = tuple(enc("R1: exits n.\n> n\n"))
+    two = [Transition(history, 0.0, False, f"R{k}: exits s.\n> ") for k in (2, 3)]
+    reqs = [DreamRequest(list(history), "test", i, ("n\n",)) for i in range(8)]
+
+    hot = WorldModelConfig(lr=1e-2, max_reply_tokens=24, temperature=1.0, seed=4)
+    a = WorldModel.from_policy(random_policy, hot, max_turns=5)
+    for _ in range(100):  # learns the reply's format and that R2 and R3 are equally likely
+        a.train_step(two)
+
+    def copy(cfg):
+        wm = WorldModel.from_policy(random_policy, cfg, max_turns=5)
+        wm.model.load_state_dict(a.model.state_dict())
+        return wm
+
+    def replies(wm):
+        wm._session = None  # a fresh prefill each call: only the sampling differs
+        return [(p.observation, round(p.confidence, 6)) for r in reqs for p in wm.predict([r])]
+
+    greedy = copy(WorldModelConfig(max_reply_tokens=24))
+    assert len(set(replies(greedy) + replies(greedy))) == 1
+    assert greedy.predict_histories([list(history)])[0].observation in {t.observation for t in two}
+    b = copy(hot)
+    first = replies(a)
+    assert {o for o, _ in first} >= {t.observation for t in two} and first == replies(b)
+    state = a.state_dict()
+    second = replies(a)
+    assert second != first
+    b.load_state_dict(state)
+    assert replies(b) == second
+    with pytest.raises(ValueError, match="temperature"):
+        WorldModelConfig(temperature=-1)
+
+
 def test_an_untrained_model_writes_malformed_replies(random_policy):
     wm = WorldModel.from_policy(random_policy, WorldModelConfig(max_reply_tokens=8),
                                 max_turns=5)

@@ -201,6 +201,10 @@ class DreamConfig(_Section):
                               "(keydoor: compass rotations and reflections, room labels), so "
                               "it learns rules rather than names; needs a world with "
                               "`symmetry(rng)`")
+    wm_temperature: float = Field(0.0, ge=0, description="world model replies in dreams: 0 "
+                                  "greedy (its most likely reply), 1 sampled (hidden state, "
+                                  "such as an unseen room, dreamed as often as the model "
+                                  "believes it); its accuracy metrics are always greedy")
     warmup_iterations: int = Field(2, ge=0, description="real iterations before any dream is used")
     candidates: int = Field(4, ge=2, description="plan: actions sampled at a decision point (K)")
     horizon: int = Field(1, ge=1, description="plan: turns each candidate is dreamed forward (H)")

@@ -59,7 +59,7 @@ class Dreamer:
                 lr=cfg.wm_lr, steps=cfg.wm_steps, epochs=cfg.wm_epochs, batch_size=cfg.wm_batch,
                 micro_batch=cfg.wm_batch, buffer=cfg.wm_buffer, eval_max=cfg.wm_eval,
                 reward_weight=cfg.wm_reward_weight, event_share=cfg.wm_event_share,
-                augment=cfg.wm_augment, seed=seed),
+                augment=cfg.wm_augment, temperature=cfg.wm_temperature, seed=seed),
                 max_turns=max_turns, symmetry=symmetry)
             predictor = self.model
         self.world = DreamWorld(world, predictor, policy)

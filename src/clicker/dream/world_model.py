@@ -49,7 +49,6 @@ import math
 import random
 from collections import deque
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -70,52 +69,9 @@ from clicker.dream.transcript import (  # noqa: F401  (re-exported: the module's
     score,
     transitions,
 )
+from clicker.dream.wm_config import WorldModelConfig
 from clicker.rollout.sampler import Sampler
 from clicker.rollout.session import Session
-
-
-@dataclass(frozen=True)
-class WorldModelConfig:
-    """How the world model trains.
-
-    lr 5e-4: measured on keydoor (rooms=2) with the tiny model, batch 16: at 1e-4 the reply
-    header is learned but held-out exact match was 8% after 40 steps (27% at 1e-3); 2e-3 and
-    3e-3 were no faster and noisier; 5e-4 was the steadiest (65-68% after 250 steps, two seeds).
-    A large pretrained LM will want less."""
-
-    lr: float = 5e-4  # AdamW learning rate
-    weight_decay: float = 0.0  # AdamW weight decay
-    steps: int = 32  # minibatch steps per observe(); 0: `epochs` passes over the buffer instead
-    epochs: int = 1  # passes over the buffer per observe() when steps == 0
-    batch_size: int = 16  # transitions per optimizer step (whole episodes: may run over a little)
-    micro_batch: int = 32  # transitions per forward pass (gradient accumulation above it)
-    buffer: int = 2048  # transitions kept (FIFO replay buffer of real transitions)
-    max_reply_tokens: int = 64  # reply budget: generation cap, and history room kept for it
-    eval_max: int = 64  # new transitions scored per observe() (a random subsample; 0: none)
-    grad_clip: float = 1.0  # max gradient norm
-    reward_weight: float = 1.0  # loss weight of replies with a reward or an end (rare events)
-    event_share: float = 0.0  # share of minibatch draws from episodes holding such a reply
-    augment: float = 0.0  # share of minibatch episodes renamed by a random symmetry of the world
-    recall_window: int = 5  # observes `event_recall` pools
-    seed: int = 0  # replay sampling and evaluation subsample
-
-    def __post_init__(self) -> None:
-        for name in ("batch_size", "micro_batch", "buffer", "max_reply_tokens", "epochs",
-                     "recall_window"):
-            if getattr(self, name) < 1:
-                raise ValueError(f"WorldModelConfig.{name} must be >= 1, got {getattr(self, name)}")
-        if self.steps < 0 or self.eval_max < 0:
-            raise ValueError("WorldModelConfig.steps and eval_max must be >= 0")
-        if self.lr <= 0:
-            raise ValueError(f"WorldModelConfig.lr must be > 0, got {self.lr}")
-        if not 0 <= self.augment <= 1:
-            raise ValueError(f"WorldModelConfig.augment must be in [0, 1], got {self.augment}")
-        if not 0 <= self.event_share <= 1:
-            raise ValueError(f"WorldModelConfig.event_share must be in [0, 1], got "
-                             f"{self.event_share}")
-        if self.reward_weight < 1:
-            raise ValueError(f"WorldModelConfig.reward_weight must be >= 1, got "
-                             f"{self.reward_weight}")
 
 
 class WorldModel:
@@ -145,6 +101,7 @@ class WorldModel:
         self.buffer: deque[tuple[Transition, ...]] = deque()
         self.size = 0
         self.rng = random.Random(cfg.seed)
+        self._generator: torch.Generator | None = None  # dream sampling (cfg.temperature > 0)
         self.updates = 0
         # per evaluate: (events right, events, non-events given a reward, non-events)
         self.event_log: deque[tuple[int, ...]] = deque(maxlen=cfg.recall_window)
@@ -184,7 +141,10 @@ class WorldModel:
     # ---- prediction ------------------------------------------------------------------------
 
     def predict(self, requests: list[DreamRequest]) -> list[Prediction]:
-        """Predictor: greedy replies to each request's history, in one batched generation.
+        """Predictor: replies to each request's history, in one batched generation: greedy, or
+        sampled at cfg.temperature (a world with hidden state, such as keydoor's unseen rooms,
+        is then dreamed as often as the model believes it is, not as its most likely guess
+        every time).
 
         Continues the KV session when every request's key is a row of it (the same imagined
         episodes, one turn on); otherwise starts one, prefilling each distinct state (a
@@ -213,10 +173,18 @@ class WorldModel:
         order = sorted(range(len(reqs)), key=row.__getitem__)
         samples = self._session.sample(
             [reqs[j].history for j in order], rows=[row[j] for j in order],
-            max_new_tokens=self.cfg.max_reply_tokens, temperature=0.0)
+            max_new_tokens=self.cfg.max_reply_tokens, temperature=self.cfg.temperature,
+            generator=self.generator if self.cfg.temperature > 0 else None)
         self._row_of = {k: row[j] for j in order if (k := keys[j]) is not None}
         self._parse([rows[j] for j in order], samples, out)
         return out
+
+    @property
+    def generator(self) -> torch.Generator:
+        """The dreams' sampling stream (seeded by cfg.seed, on the model's device)."""
+        if self._generator is None:
+            self._generator = torch.Generator(device=self.device).manual_seed(self.cfg.seed)
+        return self._generator
 
     def predict_histories(self, histories: list[list[int]]) -> list[Prediction]:
         """Greedy reply to each history (one batched generation, no session). A history with
@@ -446,6 +414,7 @@ class WorldModel:
             "updates": self.updates,
             "rng": self.rng.getstate(),
             "event_log": [list(x) for x in self.event_log],
+            "generator": self.generator.get_state(),
             "buffer": [[(list(t.history), t.reward, t.done, t.observation) for t in g]
                        for g in self.buffer],
         }
@@ -455,6 +424,8 @@ class WorldModel:
         self.optimizer.load_state_dict(state["optimizer"])
         self.updates = state["updates"]
         self.rng.setstate(state["rng"])
+        if "generator" in state:
+            self.generator.set_state(state["generator"])
         self.event_log.clear()
         self.event_log.extend(tuple(int(v) for v in x) for x in state.get("event_log", []))
         self.buffer.clear()
