@@ -154,7 +154,7 @@ def _plot_curves(task: str, t: dict, methods: list[str], colours: dict, path: Pa
     if dreamers:
         axes[0, 1].set_title("dreaming methods", fontsize=11, loc="left")
     if models:
-        axes[0, extra].set_title("world model, held out: exact observations (solid),\n"
+        axes[0, extra].set_title("world model, held out:\nexact observations (solid),\n"
                                  "rewards and ends right (dashed)", fontsize=10, loc="left")
     if curves:
         axes[0, 0].legend(frameon=False, fontsize=9, loc="best")

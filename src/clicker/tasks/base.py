@@ -71,7 +71,11 @@ class Env(Protocol):
 
 @runtime_checkable
 class World(Protocol):
-    """A family of Envs the episode runner can roll out in."""
+    """A family of Envs the episode runner can roll out in.
+
+    Optional: `symmetry(rng)`, a random renaming of transcripts (a text map) under which no rule
+    of the world changes; a world model trains on renamed copies (`dream.wm_augment`; keydoor's
+    is `clicker.tasks.keydoor.KeyDoorSymmetry`)."""
 
     name: str
     stop: tuple[str, ...]  # stop strings that end one action
