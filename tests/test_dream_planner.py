@@ -113,10 +113,12 @@ def test_dreams_in_the_loop_are_counted_apart_and_weighted(tmp_path, tiny_dir):
     assert rows[-1]["dream/imagined_tokens"] > 0
     assert rows[-1]["dream/imagined_tokens"] == sum(r["dream/dyna/imagined_tokens"] for r in rows)
     assert summary["world_tokens"] == rows[-1]["world/tokens"]
-    # the learned world model trains on the real episodes and reports its held-out accuracy
+    # the learned world model (an ensemble of 2: the first dreams) trains on the real episodes
+    # and reports its held-out accuracy and the members' disagreement
     _, learned = _run(tmp_path, "plan", plan="true", warmup_iterations=1, candidates=2,
-                      horizon=1, wm_steps=2, when="always")
+                      horizon=1, wm_steps=2, when="always", wm_members=2)
     assert "dream/wm/obs_exact" in learned[0] and "dream/wm/loss" in learned[0]
+    assert 0 <= learned[0]["dream/wm/disagreement"] <= 1
     assert "dream/plan/dreamed_fraction" not in learned[0] or \
         learned[0]["dream/plan/decisions"] == 0
     assert learned[1]["dream/plan/dreamed_fraction"] == 1.0

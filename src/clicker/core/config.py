@@ -205,6 +205,12 @@ class DreamConfig(_Section):
                                   "greedy (its most likely reply), 1 sampled (hidden state, "
                                   "such as an unseen room, dreamed as often as the model "
                                   "believes it); its accuracy metrics are always greedy")
+    wm_members: int = Field(1, ge=1, description="world models in an ensemble: the first writes "
+                            "the dreams, all judge them (clicker.dream.ensemble); each trains "
+                            "as one model does")
+    min_agreement: float = Field(0.0, ge=0, le=1, description="dyna: drop dreams carrying a "
+                                 "reward-and-end header some ensemble member gives a "
+                                 "probability below this (needs wm_members >= 2); 0: off")
     warmup_iterations: int = Field(2, ge=0, description="real iterations before any dream is used")
     candidates: int = Field(4, ge=2, description="plan: actions sampled at a decision point (K)")
     horizon: int = Field(1, ge=1, description="plan: turns each candidate is dreamed forward (H)")
@@ -253,6 +259,9 @@ class DreamConfig(_Section):
     def _dyna_updates_need_dyna(self) -> DreamConfig:
         if self.dyna_updates and not self.dyna:
             raise ValueError("dream.dyna_updates dreams with Dyna: set dream.dyna=true too")
+        if self.min_agreement and (self.wm_members < 2 or self.oracle):
+            raise ValueError("dream.min_agreement is the agreement of a learned world model "
+                             "ensemble: set dream.wm_members >= 2 (and dream.oracle false)")
         return self
 
 

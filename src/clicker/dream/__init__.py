@@ -1,11 +1,13 @@
 """Dreams: a learned world model answers in place of the real env (issue 7).
 
-`transcript`: the reply format and the transitions of real episodes. `world_model`: a causal LM trained online on real transcripts to write the env's reply (reward,
-done, observation) to each action. `world`: `DreamWorld`, a World whose envs ask a predictor
+`transcript`: the reply format and the transitions of real episodes. `world_model`: a causal
+LM trained online on real transcripts to write the env's reply (reward, done, observation) to
+each action; `ensemble`: several of them, whose disagreement gates dreams. `world`: `DreamWorld`, a World whose envs ask a predictor
 (the world model, or an exact oracle) instead of the real env, so the episode runner produces
 imagined episodes (world_tokens 0).
 """
 
+from clicker.dream.ensemble import WorldModelEnsemble
 from clicker.dream.transcript import (
     DreamRequest,
     Prediction,
@@ -28,6 +30,7 @@ __all__ = [
     "Transition",
     "WorldModel",
     "WorldModelConfig",
+    "WorldModelEnsemble",
     "format_reply",
     "parse_reply",
     "transitions",

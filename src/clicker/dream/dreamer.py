@@ -8,6 +8,8 @@ tokens, and get their advantages scaled by `dyna_weight` (`weigh`); dreams whose
 predicted step is below `min_confidence` are dropped before they reach the batch, and no dream is
 made while the world model's held-out recall of rewards and ends is below `min_event_recall` or
 the share of rewardless steps it gives a reward above `max_false_rewards` (`trusted`). With
+`wm_members` > 1 the world model is an ensemble (`clicker.dream.ensemble`) and Dyna dreams with a
+reward-and-end header some member gives less than `min_agreement` are dropped too. With
 `branch`, `clicker.dream.branch` dreams K candidate actions one decision deep from real states
 (`brancher` scores them) for one more policy update.
 
@@ -21,6 +23,7 @@ import torch
 
 from clicker.core.config import DreamConfig, RolloutConfig
 from clicker.core.types import Batch, Episode
+from clicker.dream.ensemble import WorldModelEnsemble
 from clicker.dream.planner import Planner, ValueFn
 from clicker.dream.world import DreamWorld, OracleModel
 from clicker.dream.world_model import WorldModel, WorldModelConfig
@@ -47,7 +50,7 @@ class Dreamer:
                  *, seed: int = 0, value: ValueFn | None = None, gamma: float = 1.0):
         self.cfg, self.rollout, self.policy, self.seed = cfg, rollout, policy, seed
         max_turns = rollout.max_turns or world.max_turns
-        self.model: WorldModel | None = None
+        self.model: WorldModel | WorldModelEnsemble | None = None
         if cfg.oracle:
             predictor = OracleModel(world)
         else:
@@ -55,12 +58,13 @@ class Dreamer:
             if cfg.wm_augment > 0 and symmetry is None:
                 raise ValueError(f"dream.wm_augment: the world {world.name!r} declares no "
                                  "symmetries (a `symmetry(rng)` method, as keydoor's)")
-            self.model = WorldModel.from_policy(policy, WorldModelConfig(
+            members = [WorldModel.from_policy(policy, WorldModelConfig(
                 lr=cfg.wm_lr, steps=cfg.wm_steps, epochs=cfg.wm_epochs, batch_size=cfg.wm_batch,
                 micro_batch=cfg.wm_batch, buffer=cfg.wm_buffer, eval_max=cfg.wm_eval,
                 reward_weight=cfg.wm_reward_weight, event_share=cfg.wm_event_share,
-                augment=cfg.wm_augment, temperature=cfg.wm_temperature, seed=seed),
-                max_turns=max_turns, symmetry=symmetry)
+                augment=cfg.wm_augment, temperature=cfg.wm_temperature, seed=seed + i),
+                max_turns=max_turns, symmetry=symmetry) for i in range(cfg.wm_members)]
+            self.model = members[0] if len(members) == 1 else WorldModelEnsemble(members)
             predictor = self.model
         self.world = DreamWorld(world, predictor, policy)
         self.sampler = Sampler(policy.model, policy.tokenizer)
@@ -139,9 +143,15 @@ class Dreamer:
         tokens = sum(e.meta["imagined_tokens"] for e in dreams)
         self.imagined_tokens += tokens
         kept = [e for e in dreams if e.meta["dream_confidence"] >= self.cfg.min_confidence]
-        return kept, {
+        extra: dict[str, float] = {}
+        if isinstance(self.model, WorldModelEnsemble):
+            agree = self.model.agreement(kept)
+            extra["dream/dyna/agreement"] = sum(agree) / max(1, len(agree))
+            extra["dream/dyna/disagreed"] = float(sum(a < self.cfg.min_agreement for a in agree))
+            kept = [e for e, a in zip(kept, agree) if a >= self.cfg.min_agreement]
+        return kept, extra | {
             "dream/dyna/episodes": float(len(kept)),
-            "dream/dyna/dropped": float(len(dreams) - len(kept)),
+            "dream/dyna/dropped": float(len(dreams) - len(kept)),  # either gate
             "dream/dyna/success": sum(e.success for e in kept) / max(1, len(kept)),
             "dream/dyna/confidence": sum(e.meta["dream_confidence"] for e in dreams)
             / max(1, len(dreams)),

@@ -58,11 +58,14 @@ def transitions(episodes: Sequence[Episode], max_turns: int, max_history: int) -
     return [t for e in episodes for t in episode_transitions(e, max_turns, max_history)]
 
 
-def episode_transitions(e: Episode, max_turns: int, max_history: int) -> list[Transition]:
-    """`transitions` of one episode (each history is a prefix of the next)."""
-    if e.imagined:
+def episode_transitions(e: Episode, max_turns: int, max_history: int, *,
+                        dreams: bool = False) -> list[Transition]:
+    """`transitions` of one episode (each history is a prefix of the next); none of an imagined
+    one unless `dreams` (a world model never learns from dreams; an ensemble scores them)."""
+    if e.imagined and not dreams:
         return []
-    ctx = max(0, len(e.tokens) - e.world_tokens)  # leading context: the env never saw it
+    exchanged = e.meta.get("imagined_tokens", 0) if e.imagined else e.world_tokens
+    ctx = max(0, len(e.tokens) - exchanged)  # leading context: the env never saw it
     turns = e.turns
     if turns and (e.truncated or len(turns) >= max_turns):
         turns = turns[:-1]

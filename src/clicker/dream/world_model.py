@@ -22,7 +22,8 @@ same loss and gradient).
 
 Departures and choices:
 - Uncertainty is the model's own probability of the least probable token of its greedy reply
-  (EOS included), not an ensemble: cheap, but a confident wrong reply stays hidden (compare
+  (EOS included): cheap, but a confident wrong reply stays hidden (`clicker.dream.ensemble`
+  has members judge each other's dreams instead; compare
   `dream/wm/confidence` with `dream/wm/obs_exact`). The reply's whole probability (the product)
   was the first choice; it punishes long observations for their length: on a keydoor_long smoke
   run it averaged 0.04 and dropped every Dyna dream at min_confidence 0.5.
@@ -361,8 +362,8 @@ class WorldModel:
         self.updates += 1
         return loss_sum
 
-    def _reply_nll(self, groups: list[tuple[list[int], list[tuple[int, list[int], float]]]]
-                   ) -> torch.Tensor:
+    def _reply_nll(self, groups: list[tuple[list[int], list[tuple[int, list[int], float]]]],
+                   per_token: bool = False) -> torch.Tensor:
         """Summed NLL of replies given histories that are prefixes of a shared root, each
         reply's tokens times its weight.
 
@@ -372,7 +373,8 @@ class WorldModel:
         n - 1 and runs its history's last token and its reply but the last token (positions
         n - 1 onwards), so its logits predict the reply. An episode's transitions cost one pass
         over its transcript plus their replies instead of one pass per history: the same loss
-        and gradient as scoring each history + reply on its own.
+        and gradient as scoring each history + reply on its own. `per_token`: the weighted NLL
+        of each reply token instead (rows in the order of groups and items; padding 0).
         """
         dev, pad = self.device, self.pad_id
         P = max(len(root) for root, _ in groups)
@@ -401,7 +403,8 @@ class WorldModel:
                             position_ids=pos, use_cache=True, **{self._cache_kw: cache}).logits
         nll = torch.nn.functional.cross_entropy(logits.float().transpose(1, 2), target,
                                                 reduction="none")
-        return (nll * on * weight[:, None]).sum()
+        nll = nll * on * weight[:, None]
+        return nll if per_token else nll.sum()
 
     # ---- checkpoints -----------------------------------------------------------------------
 

@@ -1,0 +1,144 @@
+"""`WorldModelEnsemble`: several world models, and their disagreement (`dream.wm_members`).
+
+A policy trained in dreams learns to go where the world model is wrong in its favour: late in
+the sixth round of issue 7 (README, "Dreaming") the dreams of a learned keydoor model succeeded
+twice as often as real play, with up to 13% of held-out rewardless steps given a reward. The
+usual guard (PETS, Chua et al. 2018; MBPO, Janner et al. 2019; MOPO, Yu et al. 2020) is an
+ensemble: members that saw the same data through different minibatches agree where the data
+pins the answer down and disagree where one of them extrapolates.
+
+Here member 0 writes the dreams (its KV sessions, sampling and accuracy metrics are those of a
+single `WorldModel`); the others train on the same real episodes with their own replay order and
+renamings (seed + i) and *score* what member 0 dreamed: `agreement(episode)` is, over the
+dream's steps and over all members, the lowest probability given to the reward-and-end header
+that the dream carries (`[r=1 end]`, `[r=0]`: what a dream's return hangs on), teacher forced
+in one packed pass per member (`WorldModel._reply_nll`). The Dreamer drops dreams below
+`dream.min_agreement`. The observation text is not scored: a sampled unseen room is uncertain
+for every member, and rightly so.
+
+Logged on held-out real transitions before any member trains on them: `dream/wm/disagreement`,
+the mean over transitions of the spread (max - min over members) of the probability of the true
+header, and `dream/wm/event_agreement`, the mean over real events (rewards, ends) of the
+members' lowest probability of the true header: how often a true goal would pass the gate.
+
+Cost: each member trains as a single model does (members x the world model's training time).
+The header is found by encoding it alone: exact for the character tokenizer of the tiny model,
+approximate for a tokenizer that merges across the header's closing bracket.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+
+import torch
+
+from clicker.core.types import Episode
+from clicker.dream.packing import prefix_groups
+from clicker.dream.transcript import DreamRequest, Prediction, Transition, episode_transitions
+from clicker.dream.world_model import WorldModel
+
+
+def header_logprobs(wm: WorldModel, ts: Sequence[Transition], rows: int = 32) -> list[float]:
+    """log p(each transition's reply header | its history) under wm: teacher forced, no grad,
+    histories that are prefixes of one another sharing one forward pass."""
+    out = [0.0] * len(ts)
+    if not ts:
+        return out
+    wm.model.eval()
+    with torch.no_grad():
+        for chunk in prefix_groups([t.history for t in ts], rows):
+            groups = [(list(root), [(len(ts[i].history), wm.reply_ids(ts[i]), 1.0)
+                                    for i in members]) for root, members in chunk]
+            nll = wm._reply_nll(groups, per_token=True)
+            order = [i for _, members in chunk for i in members]
+            for r, i in enumerate(order):
+                t = ts[i]
+                header = f"[r={t.reward:g}{' end' if t.done else ''}]"
+                k = len(wm.tokenizer.encode(header, add_special_tokens=False))
+                out[i] = -float(nll[r, :k].sum())
+    return out
+
+
+class WorldModelEnsemble:
+    """`members[0]` dreams; all of them judge its dreams (see the module doc)."""
+
+    def __init__(self, members: Sequence[WorldModel]):
+        if len(members) < 2:
+            raise ValueError(f"an ensemble needs at least 2 world models, got {len(members)}")
+        self.members = list(members)
+        self.lead = self.members[0]
+
+    # the lead's interface, for DreamWorld, the planner and the Dreamer's trust gate
+    def predict(self, requests: list[DreamRequest]) -> list[Prediction]:
+        return self.lead.predict(requests)
+
+    def track(self, keys: list[int], histories: list[list[int]]) -> None:
+        self.lead.track(keys, histories)
+
+    @property
+    def event_recall(self) -> float | None:
+        return self.lead.event_recall
+
+    @property
+    def false_reward_rate(self) -> float | None:
+        return self.lead.false_reward_rate
+
+    def transitions(self, episodes: Sequence[Episode]) -> list[list[Transition]]:
+        """Each episode's transitions, imagined ones included."""
+        lead = self.lead
+        return [episode_transitions(e, lead.max_turns, lead.max_history, dreams=True)
+                for e in episodes]
+
+    def header_probs(self, ts: Sequence[Transition]) -> list[list[float]]:
+        """[member][transition] probability of the transition's reply header."""
+        return [[math.exp(x) for x in header_logprobs(m, ts, m.cfg.micro_batch)]
+                for m in self.members]
+
+    def observe(self, episodes: Sequence[Episode]) -> dict[str, float]:
+        """Disagreement on the new real transitions (held out), then the lead's `observe`
+        (its accuracy metrics, then training) and the others' training on the same episodes."""
+        groups = [g for g in self.transitions([e for e in episodes if not e.imagined]) if g]
+        new = [t for g in groups for t in g]
+        metrics: dict[str, float] = {}
+        if new:
+            lead = self.lead
+            sample = (lead.rng.sample(new, lead.cfg.eval_max) if len(new) > lead.cfg.eval_max
+                      else new)
+            probs = list(zip(*self.header_probs(sample)))
+            metrics["dream/wm/disagreement"] = sum(max(p) - min(p) for p in probs) / len(probs)
+            events = [t for t in new if lead.is_event(t)]
+            if events:
+                metrics["dream/wm/event_agreement"] = sum(
+                    min(p) for p in zip(*self.header_probs(events))) / len(events)
+        metrics |= self.lead.observe(episodes)
+        for m in self.members[1:]:
+            for g in groups:
+                m.add(g)
+            if m.buffer:
+                m.fit()
+        return metrics
+
+    def agreement(self, episodes: Sequence[Episode]) -> list[float]:
+        """Per dream: the lowest probability any member gives a header the dream carries (1.0
+        for a dream with no scored step)."""
+        per = self.transitions(episodes)
+        flat = [t for g in per for t in g]
+        if not flat:
+            return [1.0] * len(episodes)
+        low = [min(p) for p in zip(*self.header_probs(flat))]
+        out, k = [], 0
+        for g in per:
+            out.append(min(low[k:k + len(g)], default=1.0))
+            k += len(g)
+        return out
+
+    def state_dict(self) -> dict:
+        return {"members": [m.state_dict() for m in self.members]}
+
+    def load_state_dict(self, state: dict) -> None:
+        if len(state["members"]) != len(self.members):
+            raise ValueError(f"checkpoint has {len(state['members'])} world models, the run "
+                             f"{len(self.members)} (dream.wm_members)")
+        for m, s in zip(self.members, state["members"]):
+            m.load_state_dict(s)
