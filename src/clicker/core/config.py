@@ -208,8 +208,8 @@ class DreamConfig(_Section):
     wm_members: int = Field(1, ge=1, description="world models in an ensemble: the first writes "
                             "the dreams, all judge them (clicker.dream.ensemble); each trains "
                             "as one model does")
-    min_agreement: float = Field(0.0, ge=0, le=1, description="dyna: drop dreams carrying a "
-                                 "reward-and-end header some ensemble member gives a "
+    min_agreement: float = Field(0.0, ge=0, le=1, description="dyna: drop dreams with a reward "
+                                 "or an end whose header some ensemble member gives a "
                                  "probability below this (needs wm_members >= 2); 0: off")
     warmup_iterations: int = Field(2, ge=0, description="real iterations before any dream is used")
     candidates: int = Field(4, ge=2, description="plan: actions sampled at a decision point (K)")

@@ -9,7 +9,7 @@ predicted step is below `min_confidence` are dropped before they reach the batch
 made while the world model's held-out recall of rewards and ends is below `min_event_recall` or
 the share of rewardless steps it gives a reward above `max_false_rewards` (`trusted`). With
 `wm_members` > 1 the world model is an ensemble (`clicker.dream.ensemble`) and Dyna dreams with a
-reward-and-end header some member gives less than `min_agreement` are dropped too. With
+reward or an end some member gives less than `min_agreement` are dropped too. With
 `branch`, `clicker.dream.branch` dreams K candidate actions one decision deep from real states
 (`brancher` scores them) for one more policy update.
 
