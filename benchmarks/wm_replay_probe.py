@@ -30,26 +30,23 @@ torch.set_num_threads(1)
 cache = Path("runs/wm_probe_eps.pt")
 policy = Policy.load(None, device="cpu", dtype="float32")
 world = KeyDoor(rooms=3, max_turns=20)
-settings = RolloutSettings(group_size=8, max_turns=20)
-if cache.exists():
-    eps = torch.load(cache, weights_only=False)
-else:
-    g = torch.Generator().manual_seed(0)
+
+
+def probe_episodes() -> dict:
+    """The probe's episodes of the initial policy, played once and cached: {"train": BATCHES
+    batches of 4 prompts x 8, "test": 24 x 8}."""
+    if cache.exists():
+        return torch.load(cache, weights_only=False)
+    g, settings = torch.Generator().manual_seed(0), RolloutSettings(group_size=8, max_turns=20)
     eps = {"train": [run_episodes(policy, world, "train", list(range(4 * b, 4 * b + 4)),
                                   settings, generator=g) for b in range(BATCHES)],
            "test": run_episodes(policy, world, "test", list(range(24)), settings, generator=g)}
     cache.parent.mkdir(exist_ok=True)
     torch.save(eps, cache)
-cfg = json.loads(sys.argv[1]) if len(sys.argv) > 1 else {}
-wm = WorldModel.from_policy(policy, WorldModelConfig(**cfg), max_turns=20,
-                            symmetry=world.symmetry)
-stop = int(sys.argv[2]) if len(sys.argv) > 2 else BATCHES
-test = [t for e in eps["test"] for t in episode_transitions(e, 20, wm.max_history)]
-goal = [t for t in test if t.reward > 0]
-quiet = [t for t in test if t.reward == 0][:QUIET]
+    return eps
 
 
-def rates(ts):
+def rates(wm: WorldModel, ts) -> tuple[float, float]:
     """(share predicted rewarding, share whose reward and observation are exact)."""
     ps = wm.predict_histories([list(t.history) for t in ts])
     n = max(1, len(ts))
@@ -58,13 +55,27 @@ def rates(ts):
                 for p, t in zip(ps, ts)) / n)
 
 
-t0 = time.time()
-print(cfg)
-for i, batch in enumerate(eps["train"][:stop]):
-    wm.observe(batch)
-    if (i + 1) % EVERY == 0:
-        trained = [t for g in wm.buffer for t in g if t.reward > 0][-48:]
-        false, exact = rates(quiet)
-        print(f"batch {i + 1:2d}  held-out goal recall {rates(goal)[0]:.2f} (n={len(goal)})  "
-              f"trained goal recall {rates(trained)[0]:.2f}  false goals {false:.3f}  "
-              f"rewardless exact {exact:.2f}  {time.time() - t0:.0f}s", flush=True)
+def main() -> None:
+    eps = probe_episodes()
+    cfg = json.loads(sys.argv[1]) if len(sys.argv) > 1 else {}
+    wm = WorldModel.from_policy(policy, WorldModelConfig(**cfg), max_turns=20,
+                                symmetry=world.symmetry)
+    stop = int(sys.argv[2]) if len(sys.argv) > 2 else BATCHES
+    test = [t for e in eps["test"] for t in episode_transitions(e, 20, wm.max_history)]
+    goal = [t for t in test if t.reward > 0]
+    quiet = [t for t in test if t.reward == 0][:QUIET]
+    t0 = time.time()
+    print(cfg)
+    for i, batch in enumerate(eps["train"][:stop]):
+        wm.observe(batch)
+        if (i + 1) % EVERY == 0:
+            trained = [t for g in wm.buffer for t in g if t.reward > 0][-48:]
+            false, exact = rates(wm, quiet)
+            print(f"batch {i + 1:2d}  held-out goal recall {rates(wm, goal)[0]:.2f} "
+                  f"(n={len(goal)})  trained goal recall {rates(wm, trained)[0]:.2f}  "
+                  f"false goals {false:.3f}  rewardless exact {exact:.2f}  "
+                  f"{time.time() - t0:.0f}s", flush=True)
+
+
+if __name__ == "__main__":
+    main()
