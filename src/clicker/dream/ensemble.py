@@ -38,7 +38,13 @@ import torch
 
 from clicker.core.types import Episode
 from clicker.dream.packing import prefix_groups
-from clicker.dream.transcript import DreamRequest, Prediction, Transition, episode_transitions
+from clicker.dream.transcript import (
+    DreamRequest,
+    Prediction,
+    Transition,
+    episode_transitions,
+    format_reply,
+)
 from clicker.dream.world_model import WorldModel
 
 
@@ -56,8 +62,7 @@ def header_logprobs(wm: WorldModel, ts: Sequence[Transition], rows: int = 32) ->
             nll = wm._reply_nll(groups, per_token=True)
             order = [i for _, members in chunk for i in members]
             for r, i in enumerate(order):
-                t = ts[i]
-                header = f"[r={t.reward:g}{' end' if t.done else ''}]"
+                header = format_reply(ts[i].reward, ts[i].done, "")  # no observation
                 k = len(wm.tokenizer.encode(header, add_special_tokens=False))
                 out[i] = -float(nll[r, :k].sum())
     return out
@@ -116,10 +121,7 @@ class WorldModelEnsemble:
                     min(p) for p in zip(*self.header_probs(events))) / len(events)
         metrics |= self.lead.observe(episodes)
         for m in self.members[1:]:
-            for g in groups:
-                m.add(g)
-            if m.buffer:
-                m.fit()
+            m.learn(groups)
         return metrics
 
     def agreement(self, episodes: Sequence[Episode]) -> list[float]:

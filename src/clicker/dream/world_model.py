@@ -243,12 +243,15 @@ class WorldModel:
         sample = self.rng.sample(new, self.cfg.eval_max) if len(new) > self.cfg.eval_max else new
         events = [t for t in new if self.is_event(t)]
         metrics = self.evaluate(sample, events) if new else {}
+        return metrics | self.learn(groups)
+
+    def learn(self, groups: Sequence[Sequence[Transition]]) -> dict[str, float]:
+        """Add episodes' transitions to the buffer and train (`fit`); the loss and buffer size."""
         for g in groups:
             self.add(g)
-        if self.buffer:
-            metrics["dream/wm/loss"] = self.fit()
-            metrics["dream/wm/buffer"] = float(self.size)
-        return metrics
+        if not self.buffer:
+            return {}
+        return {"dream/wm/loss": self.fit(), "dream/wm/buffer": float(self.size)}
 
     @property
     def event_recall(self) -> float | None:
