@@ -230,6 +230,11 @@ class DreamConfig(_Section):
                               "new batch with the policy as it now is)")
     min_confidence: float = Field(0.5, ge=0, le=1, description="dyna: drop dreams whose least "
                                   "confident predicted step is below this")
+    doubt: Literal["drop", "cut"] = Field(
+        "drop", description="dyna: what becomes of a dream with a doubted step (one below "
+        "min_confidence, an event below min_agreement, a malformed reply): drop the whole dream, "
+        "or cut it before that step and bootstrap its return from the value model "
+        "(clicker.dream.cut; needs the value credit source)")
     branch: int = Field(0, ge=0, description="branched dreams: real decision states per "
                         "iteration from which `candidates` actions are dreamed `horizon` turns "
                         "and scored (reward + V); one more policy update on them with advantage "
@@ -252,8 +257,10 @@ class DreamConfig(_Section):
     @property
     def in_process(self) -> bool:
         """Whether dreaming needs the policy in the trainer's process (planning, Dyna's
-        planning steps, branched dreams): Ray's world-model worker does Dyna only."""
-        return self.plan or self.dyna_updates > 0 or self.branch > 0
+        planning steps, branched dreams, cut dreams, which V bootstraps): Ray's world-model
+        worker does Dyna only."""
+        return (self.plan or self.dyna_updates > 0 or self.branch > 0
+                or (self.dyna and self.doubt == "cut"))
 
     @model_validator(mode="after")
     def _dyna_updates_need_dyna(self) -> DreamConfig:
@@ -288,6 +295,9 @@ class Config(_Section):
             )
         if not self.credit.sources:
             raise ValueError("credit.sources is empty; name at least one source, e.g. {grpo: 1.0}")
+        if self.dream.dyna and self.dream.doubt == "cut" and "value" not in self.credit.sources:
+            raise ValueError("dream.doubt=cut bootstraps a cut dream's return from the value "
+                             "model: add value to credit.sources (or use dream.doubt=drop)")
         return self
 
 

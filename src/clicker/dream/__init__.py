@@ -2,11 +2,13 @@
 
 `transcript`: the reply format and the transitions of real episodes. `world_model`: a causal
 LM trained online on real transcripts to write the env's reply (reward, done, observation) to
-each action; `ensemble`: several of them, whose disagreement gates dreams. `world`: `DreamWorld`, a World whose envs ask a predictor
-(the world model, or an exact oracle) instead of the real env, so the episode runner produces
-imagined episodes (world_tokens 0).
+each action; `ensemble`: several of them, whose disagreement gates dreams. `world`:
+`DreamWorld`, a World whose envs ask a predictor (the world model, or an exact oracle) instead
+of the real env, so the episode runner produces imagined episodes (world_tokens 0). `cut`: a
+doubted dream stops before its first doubted step and V bootstraps the rest.
 """
 
+from clicker.dream.cut import cut_dreams, cut_episode, first_doubted
 from clicker.dream.ensemble import WorldModelEnsemble
 from clicker.dream.transcript import (
     DreamRequest,
@@ -31,6 +33,9 @@ __all__ = [
     "WorldModel",
     "WorldModelConfig",
     "WorldModelEnsemble",
+    "cut_dreams",
+    "cut_episode",
+    "first_doubted",
     "format_reply",
     "parse_reply",
     "transitions",

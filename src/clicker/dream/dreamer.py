@@ -5,7 +5,8 @@ them before it trains on them, so its accuracy over training is held out); from
 `warmup_iterations` on it gives the loop a `Planner` for the real rollouts (`plan`) and
 imagined episodes for the batch (`imagine`, Dyna). Imagined episodes are flagged, carry no world
 tokens, and get their advantages scaled by `dyna_weight` (`weigh`); dreams whose least confident
-predicted step is below `min_confidence` are dropped before they reach the batch, and no dream is
+predicted step is below `min_confidence` are dropped before they reach the batch (with `doubt:
+cut`, cut before that step, V bootstrapping the rest: `clicker.dream.cut`), and no dream is
 made while the world model's held-out recall of rewards and ends is below `min_event_recall` or
 the share of rewardless steps it gives a reward above `max_false_rewards` (`trusted`). With
 `wm_members` > 1 the world model is an ensemble (`clicker.dream.ensemble`) and Dyna dreams with a
@@ -23,6 +24,7 @@ import torch
 
 from clicker.core.config import DreamConfig, RolloutConfig
 from clicker.core.types import Batch, Episode
+from clicker.dream.cut import cut_dreams, dream_reward, first_doubted
 from clicker.dream.ensemble import WorldModelEnsemble
 from clicker.dream.planner import Planner, ValueFn
 from clicker.dream.world import DreamWorld, OracleModel
@@ -49,6 +51,10 @@ class Dreamer:
     def __init__(self, cfg: DreamConfig, rollout: RolloutConfig, policy: Policy, world: World,
                  *, seed: int = 0, value: ValueFn | None = None, gamma: float = 1.0):
         self.cfg, self.rollout, self.policy, self.seed = cfg, rollout, policy, seed
+        if cfg.dyna and cfg.doubt == "cut" and value is None:
+            raise ValueError("dream.doubt=cut bootstraps cut dreams from the value model, and "
+                             "this run has none: add value to credit.sources")
+        self.value, self.gamma = value, gamma
         max_turns = rollout.max_turns or world.max_turns
         self.model: WorldModel | WorldModelEnsemble | None = None
         if cfg.oracle:
@@ -142,6 +148,20 @@ class Dreamer:
                               self.sampler, group_offset=group_offset)
         tokens = sum(e.meta["imagined_tokens"] for e in dreams)
         self.imagined_tokens += tokens
+        kept, extra = (self._cut if self.cfg.doubt == "cut" else self._drop)(dreams)
+        return kept, extra | {
+            "dream/dyna/episodes": float(len(kept)),
+            "dream/dyna/dropped": float(len(dreams) - len(kept)),  # either gate
+            "dream/dyna/success": sum(dream_reward(e) > 0.5 for e in kept) / max(1, len(kept)),
+            "dream/dyna/confidence": sum(e.meta["dream_confidence"] for e in dreams)
+            / max(1, len(dreams)),
+            "dream/dyna/imagined_tokens": float(tokens),
+            "dream/dyna/gated": 0.0,
+        }
+
+    def _drop(self, dreams: list[Episode]) -> tuple[list[Episode], dict[str, float]]:
+        """`doubt: drop`: the dreams with no step below min_confidence and (ensemble) no event
+        below min_agreement."""
         kept = [e for e in dreams if e.meta["dream_confidence"] >= self.cfg.min_confidence]
         extra: dict[str, float] = {}
         if isinstance(self.model, WorldModelEnsemble):
@@ -149,15 +169,27 @@ class Dreamer:
             extra["dream/dyna/agreement"] = sum(agree) / max(1, len(agree))
             extra["dream/dyna/disagreed"] = float(sum(a < self.cfg.min_agreement for a in agree))
             kept = [e for e, a in zip(kept, agree) if a >= self.cfg.min_agreement]
-        return kept, extra | {
-            "dream/dyna/episodes": float(len(kept)),
-            "dream/dyna/dropped": float(len(dreams) - len(kept)),  # either gate
-            "dream/dyna/success": sum(e.success for e in kept) / max(1, len(kept)),
-            "dream/dyna/confidence": sum(e.meta["dream_confidence"] for e in dreams)
-            / max(1, len(dreams)),
-            "dream/dyna/imagined_tokens": float(tokens),
-            "dream/dyna/gated": 0.0,
-        }
+        return kept, extra
+
+    def _cut(self, dreams: list[Episode]) -> tuple[list[Episode], dict[str, float]]:
+        """`doubt: cut`: every dream cut before its first doubted step, V bootstrapping its
+        return (clicker.dream.cut); those doubted at their first step are dropped."""
+        cfg, extra = self.cfg, {}
+        if isinstance(self.model, WorldModelEnsemble):
+            events = self.model.event_agreements(dreams)
+            lows = [min((a for _, a in g), default=1.0) for g in events]
+            extra["dream/dyna/agreement"] = sum(lows) / max(1, len(lows))
+            extra["dream/dyna/disagreed"] = float(sum(a < cfg.min_agreement for a in lows))
+        else:
+            events = [[] for _ in dreams]
+        turns = [first_doubted(e, cfg.min_confidence, ev, cfg.min_agreement)
+                 for e, ev in zip(dreams, events)]
+        kept = cut_dreams(dreams, turns, self.value, self.gamma)
+        boots = [e.meta["bootstrap"] for e in kept if "bootstrap" in e.meta]
+        extra["dream/dyna/cut"] = float(len(boots))
+        extra["dream/dyna/bootstrap"] = sum(boots) / max(1, len(boots))
+        extra["dream/dyna/cut_turn"] = (sum(t for t in turns if t) / max(1, len(boots)))
+        return kept, extra
 
     def weigh(self, batch: Batch, advantages: torch.Tensor) -> torch.Tensor:
         return weigh_dreams(batch, advantages, self.cfg.dyna_weight)

@@ -124,19 +124,21 @@ class WorldModelEnsemble:
             m.learn(groups)
         return metrics
 
+    def event_agreements(self, episodes: Sequence[Episode]) -> list[list[tuple[int, float]]]:
+        """Per dream: (turn, lowest probability any member gives its header) for each of its
+        events (transition i of an episode is its turn i)."""
+        per = [[(i, t) for i, t in enumerate(g) if self.lead.is_event(t)]
+               for g in self.transitions(episodes)]
+        flat = [t for g in per for _, t in g]
+        if not flat:
+            return [[] for _ in episodes]
+        low = iter([min(p) for p in zip(*self.header_probs(flat))])
+        return [[(i, next(low)) for i, _ in g] for g in per]
+
     def agreement(self, episodes: Sequence[Episode]) -> list[float]:
         """Per dream: the lowest probability any member gives the header of one of its events
         (1.0 for a dream without one)."""
-        per = [[t for t in g if self.lead.is_event(t)] for g in self.transitions(episodes)]
-        flat = [t for g in per for t in g]
-        if not flat:
-            return [1.0] * len(episodes)
-        low = [min(p) for p in zip(*self.header_probs(flat))]
-        out, k = [], 0
-        for g in per:
-            out.append(min(low[k:k + len(g)], default=1.0))
-            k += len(g)
-        return out
+        return [min((a for _, a in g), default=1.0) for g in self.event_agreements(episodes)]
 
     def state_dict(self) -> dict:
         return {"members": [m.state_dict() for m in self.members]}

@@ -12,7 +12,9 @@ A DreamEnv ends an episode itself at the world's `max_turns` (the model is never
 the limit; see `world_model.transitions`), and where the predictor's reply is malformed (done,
 reward 0). It tracks the lowest confidence of its predicted steps (`min_confidence`), which the
 runner records as `meta["dream_confidence"]`: a dream is as trustworthy as its least certain
-step.
+step. The runner also records each step's confidence (`meta["dream_confidences"]`, those of the
+turns a resumed env played) and whether the dream ended on a malformed reply
+(`meta["dream_malformed"]`), where `clicker.dream.cut` cuts a dream.
 """
 
 from __future__ import annotations
@@ -39,6 +41,8 @@ class DreamEnv:
         self.history: list[int] = []
         self.actions: list[str] = []
         self.turns, self.done, self.min_confidence = 0, False, 1.0
+        self.confidences: list[float] = []  # each predicted step's (clicker.dream.cut)
+        self.malformed = False  # ended on a malformed reply
         # the real state a planner's dream branches from, and its turn count (resume)
         self.base: int | None = None
         self.base_turn = 0
@@ -48,6 +52,7 @@ class DreamEnv:
         self.key = next(self.world.keys)
         self.history = self.world.encode(prompt)
         self.actions, self.turns, self.done, self.min_confidence = [], 0, False, 1.0
+        self.confidences, self.malformed = [], False
         return prompt
 
     def request(self, action: str) -> DreamRequest:
@@ -64,6 +69,8 @@ class DreamEnv:
         self.actions.append(action)
         self.turns += 1
         self.min_confidence = min(self.min_confidence, p.confidence)
+        self.confidences.append(p.confidence)
+        self.malformed = not p.ok
         done = p.done or not p.ok or self.turns >= self.world.max_turns
         obs = "" if done and not p.done else p.observation  # the limit ends it as a real env does
         self.history += self.world.encode(action)

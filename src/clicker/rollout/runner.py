@@ -63,6 +63,8 @@ class LiveEpisode:
         if self.imagined:  # the env was a world model: imagined tokens, not world tokens
             meta["imagined_tokens"] = exchanged
             meta["dream_confidence"] = self.env.min_confidence  # type: ignore[attr-defined]
+            meta["dream_confidences"] = list(getattr(self.env, "confidences", ()))
+            meta["dream_malformed"] = bool(getattr(self.env, "malformed", False))
         return Episode(
             tokens=self.tokens,
             action_mask=self.action_mask,
