@@ -25,7 +25,7 @@ import torch
 from clicker.core.config import DreamConfig, RolloutConfig
 from clicker.core.types import Batch, Episode
 from clicker.dream.cut import cut_dreams, dream_reward, first_doubted
-from clicker.dream.ensemble import WorldModelEnsemble
+from clicker.dream.ensemble import WorldModelEnsemble, lowest
 from clicker.dream.planner import Planner, ValueFn
 from clicker.dream.world import DreamWorld, OracleModel
 from clicker.dream.world_model import WorldModel, WorldModelConfig
@@ -177,7 +177,7 @@ class Dreamer:
         cfg, extra = self.cfg, {}
         if isinstance(self.model, WorldModelEnsemble):
             events = self.model.event_agreements(dreams)
-            lows = [min((a for _, a in g), default=1.0) for g in events]
+            lows = [lowest(g) for g in events]
             extra["dream/dyna/agreement"] = sum(lows) / max(1, len(lows))
             extra["dream/dyna/disagreed"] = float(sum(a < cfg.min_agreement for a in lows))
         else:
@@ -185,10 +185,10 @@ class Dreamer:
         turns = [first_doubted(e, cfg.min_confidence, ev, cfg.min_agreement)
                  for e, ev in zip(dreams, events)]
         kept = cut_dreams(dreams, turns, self.value, self.gamma)
-        boots = [e.meta["bootstrap"] for e in kept if "bootstrap" in e.meta]
-        extra["dream/dyna/cut"] = float(len(boots))
-        extra["dream/dyna/bootstrap"] = sum(boots) / max(1, len(boots))
-        extra["dream/dyna/cut_turn"] = (sum(t for t in turns if t) / max(1, len(boots)))
+        cut = [e.meta for e in kept if "cut" in e.meta]
+        extra["dream/dyna/cut"] = float(len(cut))
+        extra["dream/dyna/bootstrap"] = sum(m["bootstrap"] for m in cut) / max(1, len(cut))
+        extra["dream/dyna/cut_turn"] = sum(m["cut"] for m in cut) / max(1, len(cut))
         return kept, extra
 
     def weigh(self, batch: Batch, advantages: torch.Tensor) -> torch.Tensor:

@@ -68,6 +68,11 @@ def header_logprobs(wm: WorldModel, ts: Sequence[Transition], rows: int = 32) ->
     return out
 
 
+def lowest(events: Sequence[tuple[int, float]]) -> float:
+    """A dream's agreement: its events' lowest (1.0 for a dream without one)."""
+    return min((a for _, a in events), default=1.0)
+
+
 class WorldModelEnsemble:
     """`members[0]` dreams; all of them judge its dreams (see the module doc)."""
 
@@ -138,7 +143,7 @@ class WorldModelEnsemble:
     def agreement(self, episodes: Sequence[Episode]) -> list[float]:
         """Per dream: the lowest probability any member gives the header of one of its events
         (1.0 for a dream without one)."""
-        return [min((a for _, a in g), default=1.0) for g in self.event_agreements(episodes)]
+        return [lowest(g) for g in self.event_agreements(episodes)]
 
     def state_dict(self) -> dict:
         return {"members": [m.state_dict() for m in self.members]}

@@ -212,9 +212,8 @@ def train(cfg: Config, run_dir: Path | None = None, *, resume: bool = False) -> 
     pool = None  # Ray rollout workers
     if cfg.rollout.ray:
         if cfg.lessons.enabled or dp is not None or cfg.dream.in_process:
-            raise ValueError("Ray rollouts do not run with lessons, dream.plan, dream.branch, "
-                             "dream.dyna_updates, dream.doubt=cut (Dyna does) or torchrun yet "
-                             "(issue 8)")
+            raise ValueError("Ray rollouts do not run with lessons, in-process dreams (dream.plan, "
+                             "branch, dyna_updates, doubt=cut) or torchrun yet (issue 8)")
         from clicker.rollout.ray_workers import RayRollouts
 
         pool = RayRollouts(cfg.model.model_dump(), cfg.task.model_dump(),
