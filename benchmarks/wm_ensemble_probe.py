@@ -9,22 +9,33 @@ members call a goal (what an ensemble that keeps only agreed goals would keep).
     python benchmarks/wm_ensemble_probe.py '{"steps": 64, "batch_size": 32, "micro_batch": 32,
         "lr": 3e-4, "buffer": 4096, "reward_weight": 3, "event_share": 0.5, "augment": 1.0}' 12 3
 
-(arguments: `WorldModelConfig` JSON without seed, batches, members; ~50 s a member and batch
-on one thread.)"""
+(arguments: `WorldModelConfig` JSON without seed, batches, members, and optionally the members'
+starting checkpoints, comma-separated `dream.wm_init` entries (default: all `policy`); ~50 s a
+member and batch on one thread.) Members from different tiny seeds (issue 7, ninth round):
+
+    python benchmarks/wm_ensemble_probe.py '{...as above...}' 12 3 tiny:0,tiny:1,tiny:2
+
+Member s trains with seed s (replay order, renamings), plus `CLICKER_PROBE_SEED` where set (a
+second draw of the same ensemble); `CLICKER_PROBE_DEVICE=cuda` trains on the GPU."""
 import json
+import os
 import sys
 import time
 
 from wm_replay_probe import policy, probe_episodes, world
 
+from clicker.dream.members import member_model
 from clicker.dream.transcript import episode_transitions
 from clicker.dream.world_model import WorldModel, WorldModelConfig
 
 eps = probe_episodes()
 cfg, stop = json.loads(sys.argv[1]), int(sys.argv[2])
 n = int(sys.argv[3]) if len(sys.argv) > 3 else 2
-wms = [WorldModel.from_policy(policy, WorldModelConfig(**cfg, seed=s), max_turns=20,
-                              symmetry=world.symmetry) for s in range(n)]
+inits = sys.argv[4].split(",") if len(sys.argv) > 4 else ["policy"] * n
+offset = int(os.environ.get("CLICKER_PROBE_SEED", "0"))
+wms = [WorldModel(member_model(inits[s], policy), policy.tokenizer,
+                  WorldModelConfig(**cfg, seed=s + offset), max_turns=20, symmetry=world.symmetry)
+       for s in range(n)]
 test = [t for e in eps["test"] for t in episode_transitions(e, 20, wms[0].max_history)]
 goal = [t for t in test if t.reward > 0]
 quiet = [t for t in test if t.reward == 0][:400]

@@ -11,8 +11,11 @@ rewardless steps it calls a reward (false goals) with their exact-match rate.
 
 (the JSON is `WorldModelConfig`'s fields, `augment` included: the share of training episodes
 renamed by keydoor's symmetries; an optional second argument stops after that many batches;
-~2 min to play the episodes, ~6 min to train at 16 steps a batch, one thread)."""
+~2 min to play the episodes, ~6 min to train at 16 steps a batch, one thread). The world
+models train on CPU unless `CLICKER_PROBE_DEVICE` names another device (`cuda`); the episodes
+are always played on CPU, so the cache is the same wherever the probe trains."""
 import json
+import os
 import sys
 import time
 from pathlib import Path
@@ -28,7 +31,7 @@ from clicker.tasks.keydoor import KeyDoor
 BATCHES, EVERY, QUIET = 24, 6, 96
 torch.set_num_threads(1)
 cache = Path("runs/wm_probe_eps.pt")
-policy = Policy.load(None, device="cpu", dtype="float32")
+policy = Policy.load(None, device=os.environ.get("CLICKER_PROBE_DEVICE", "cpu"), dtype="float32")
 world = KeyDoor(rooms=3, max_turns=20)
 
 
@@ -37,10 +40,11 @@ def probe_episodes() -> dict:
     batches of 4 prompts x 8, "test": 24 x 8}."""
     if cache.exists():
         return torch.load(cache, weights_only=False)
+    player = Policy.load(None, device="cpu", dtype="float32")
     g, settings = torch.Generator().manual_seed(0), RolloutSettings(group_size=8, max_turns=20)
-    eps = {"train": [run_episodes(policy, world, "train", list(range(4 * b, 4 * b + 4)),
+    eps = {"train": [run_episodes(player, world, "train", list(range(4 * b, 4 * b + 4)),
                                   settings, generator=g) for b in range(BATCHES)],
-           "test": run_episodes(policy, world, "test", list(range(24)), settings, generator=g)}
+           "test": run_episodes(player, world, "test", list(range(24)), settings, generator=g)}
     cache.parent.mkdir(exist_ok=True)
     torch.save(eps, cache)
     return eps

@@ -208,6 +208,11 @@ class DreamConfig(_Section):
     wm_members: int = Field(1, ge=1, description="world models in an ensemble: the first writes "
                             "the dreams, all judge them (clicker.dream.ensemble); each trains "
                             "as one model does")
+    wm_init: list[str] = Field(default_factory=list, description="where each world model "
+                               "starts, one entry per member: policy (a copy of the policy's "
+                               "LM), tiny:SEED[:RECIPE] (a built-in tiny model), or a model "
+                               "directory with the policy's tokenizer; empty: all policy "
+                               "(clicker.dream.members)")
     min_agreement: float = Field(0.0, ge=0, le=1, description="dyna: drop dreams with a reward "
                                  "or an end whose header some ensemble member gives a "
                                  "probability below this (needs wm_members >= 2); 0: off")
@@ -269,6 +274,16 @@ class DreamConfig(_Section):
         if self.min_agreement and (self.wm_members < 2 or self.oracle):
             raise ValueError("dream.min_agreement is the agreement of a learned world model "
                              "ensemble: set dream.wm_members >= 2 (and dream.oracle false)")
+        if self.wm_init:
+            from clicker.dream.members import parse_init
+
+            if len(self.wm_init) != self.wm_members or self.oracle:
+                raise ValueError(f"dream.wm_init names where each learned world model starts: "
+                                 f"give {self.wm_members} entries (dream.wm_members), got "
+                                 f"{len(self.wm_init)}" + (" (and dream.oracle is on)"
+                                                           if self.oracle else ""))
+            for init in self.wm_init:
+                parse_init(init)
         return self
 
 

@@ -44,7 +44,6 @@ trains on them.
 
 from __future__ import annotations
 
-import copy
 import inspect
 import math
 import random
@@ -56,6 +55,7 @@ import torch
 from transformers import DynamicCache
 
 from clicker.core.types import Episode
+from clicker.dream.members import member_model
 from clicker.dream.packing import group_rows, prefix_groups
 from clicker.dream.transcript import (  # noqa: F401  (re-exported: the module's public names)
     FAILED,
@@ -121,11 +121,9 @@ class WorldModel:
                     symmetry: Callable[[random.Random], Callable[[str], str]] | None = None
                     ) -> WorldModel:
         """A float32 deep copy of the policy's LM (its own weights from here on) and its
-        tokenizer."""
-        model = copy.deepcopy(policy.model).float()
-        model.requires_grad_(True)
-        return cls(model, policy.tokenizer, cfg or WorldModelConfig(), max_turns=max_turns,
-                   symmetry=symmetry)
+        tokenizer (`clicker.dream.members` starts one from another checkpoint)."""
+        return cls(member_model("policy", policy), policy.tokenizer, cfg or WorldModelConfig(),
+                   max_turns=max_turns, symmetry=symmetry)
 
     @property
     def device(self) -> torch.device:
