@@ -277,11 +277,13 @@ class DreamConfig(_Section):
         if self.wm_init:
             from clicker.dream.members import parse_init
 
-            if len(self.wm_init) != self.wm_members or self.oracle:
+            if self.oracle:
+                raise ValueError("dream.wm_init is where learned world models start: the oracle "
+                                 "(dream.oracle) has none")
+            if len(self.wm_init) != self.wm_members:
                 raise ValueError(f"dream.wm_init names where each learned world model starts: "
                                  f"give {self.wm_members} entries (dream.wm_members), got "
-                                 f"{len(self.wm_init)}" + (" (and dream.oracle is on)"
-                                                           if self.oracle else ""))
+                                 f"{len(self.wm_init)}")
             for init in self.wm_init:
                 parse_init(init)
         return self
