@@ -152,3 +152,30 @@ def test_replay_fits_older_batches_and_survives_a_checkpoint(random_policy):
     other.load_state_dict(credit.state_dict())
     assert [torch.equal(x["token_rewards"], y["token_rewards"])
             for x, y in zip(other.replay, credit.replay)] == [True] * 3
+
+
+def test_learn_dreams_false_fits_v_on_real_episodes_only(random_policy):
+    """With learn_dreams false, V's update on a batch mixing real and imagined episodes is its
+    update on the real ones alone; a batch of dreams only leaves V and its replay untouched, and
+    dreams still get advantages. By default (Dyna) the dreams train V too."""
+    from dataclasses import replace
+
+    real = chain(list(range(10, 16)), 1.0)
+    dream = replace(chain(list(range(20, 26)), 1.0, group=1), imagined=True)
+    mixed = Batch.from_episodes([real, dream, real, dream], pad_id=0)
+    grounded = make_credit(random_policy, learn_dreams=False, replay=2)
+    reference = make_credit(random_policy, replay=2)
+    dyna = make_credit(random_policy, replay=2)
+    out = grounded(mixed)
+    reference(Batch.from_episodes([real, real], pad_id=0))
+    dyna(mixed)
+    params = lambda c: torch.cat([p.detach().flatten() for p in c.model.parameters()])
+    assert torch.allclose(params(grounded), params(reference), atol=1e-6)
+    assert not torch.allclose(params(dyna), params(reference), atol=1e-6)
+    assert out.advantages[1].abs().sum() > 0  # the dream still gets credit
+
+    before, replayed = params(grounded), len(grounded.replay)
+    dreams_only = grounded(Batch.from_episodes([dream, dream], pad_id=0))
+    assert torch.equal(params(grounded), before) and len(grounded.replay) == replayed
+    assert "credit/value/loss" not in dreams_only.metrics
+    assert dreams_only.advantages.abs().sum() > 0

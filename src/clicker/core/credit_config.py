@@ -40,6 +40,11 @@ class ValueConfig(_Section):
         "frozen: zero advantages), as in VC-PPO's value pre-training"
     )
     whiten: bool = Field(True, description="standardise advantages over the batch's action tokens")
+    learn_dreams: bool = Field(
+        True, description="fit V on imagined episodes (Dyna dreams) too, as in Dyna; False: V "
+        "learns from real episodes only (dreams still get credit from it), so a learned world "
+        "model's errors never reach the clicker"
+    )
 
 
 class MCConfig(_Section):

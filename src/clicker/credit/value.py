@@ -32,6 +32,11 @@ turns (20 steps for a 20-turn episode instead of ~100 tokens, so lambda_actor < 
 outcome reach the first turns), and every token of a turn shares the turn's advantage, as in
 step-level PPO for agents. Single-turn worlds use a step every `step_tokens` action tokens.
 
+Dreams (issue 7): V learns from imagined episodes as from real ones by default, as in Dyna,
+where model-based updates train the same value function. With a world model that misses the
+goal, those dreams teach V that nothing pays, and V is then the clicker of the real batches
+too; `learn_dreams: false` keeps V on real outcomes only (dreams still get credit from it).
+
 Run: `clicker train --set task.name=keydoor --set credit.sources='{value: 1.0}'`.
 """
 
@@ -195,8 +200,19 @@ class ValueCredit(CreditSource):
             "credit/value/click_abs": float(clicks[mask].abs().mean()) if mask.any() else 0.0,
             "credit/value/warmup": float(warming),
         }
-        metrics["credit/value/loss"] = self.fit(t, v)
+        fit = self.learned_rows(batch)
+        if fit is not None:
+            metrics["credit/value/loss"] = self.fit({k: x[fit] for k, x in t.items()}, v[fit])
         return CreditOutput(adv * mask, metrics, parts={"value/click": clicks.detach().cpu()})
+
+    def learned_rows(self, batch: Batch) -> torch.Tensor | slice | None:
+        """The rows of `batch` V learns from: all of them, or with `learn_dreams: false` its
+        real episodes only (None when it has none: V is not fit on that batch at all, and it
+        does not enter the replay)."""
+        if self.cfg.learn_dreams or not any(e.imagined for e in batch.episodes):
+            return slice(None)
+        real = [i for i, e in enumerate(batch.episodes) if not e.imagined]
+        return torch.tensor(real, dtype=torch.long) if real else None
 
     def targets(self, t: dict[str, torch.Tensor], v: torch.Tensor) -> tuple[torch.Tensor,
                                                                               torch.Tensor]:
