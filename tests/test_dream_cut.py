@@ -183,6 +183,32 @@ def test_the_ensemble_cuts_at_its_first_disagreed_event(random_policy):
     assert all(len(e.turns) == 2 and e.reward == pytest.approx(0.05) for e in dreams)
 
 
+def test_judging_steps_cuts_where_a_member_believes_the_dream_missed_a_goal(random_policy,
+                                                                             monkeypatch):
+    """`dream.judge: steps`: every turn's header is judged, not only the events'. A member that
+    gives the rewardless turn 1 ("hall.") its header with probability 0.05 cuts every dream
+    there (V bootstraps), where judging events only keeps the dreams whole; and the config
+    refuses judging steps without cutting."""
+    members = [WorldModel.from_policy(random_policy, max_turns=20) for _ in range(2)]
+    ens = WorldModelEnsemble(members)
+    monkeypatch.setattr(ens, "header_probs", lambda ts: [
+        [0.9] * len(ts), [0.05 if t.observation.startswith("hall") else 0.9 for t in ts]])
+    dreams, _ = _dreamer(random_policy, min_confidence=0.0).imagine(
+        0, 2, torch.Generator().manual_seed(3), seen=[0, 1])
+    assert [[t for t, _ in ev] for ev in ens.event_agreements(dreams)] == [[2]] * 4
+    assert ens.event_agreements(dreams, steps=True) == [[(0, 0.9), (1, 0.05), (2, 0.9)]] * 4
+    for judge, turns, reward in (("events", 3, 1.0), ("steps", 1, 0.05)):
+        d = _dreamer(random_policy, lambda s: [0.1] * len(s), min_confidence=0.0, doubt="cut")
+        d.model = ens
+        d.cfg = d.cfg.model_copy(update={"wm_members": 2, "min_agreement": 0.1, "judge": judge})
+        kept, m = d.imagine(0, 2, torch.Generator().manual_seed(3), seen=[0, 1])
+        assert len(kept) == 4 and all(len(e.turns) == turns for e in kept), judge
+        assert all(e.reward == pytest.approx(reward) for e in kept), judge
+        assert m["dream/dyna/cut"] == (4 if judge == "steps" else 0)
+    with pytest.raises(ValueError, match="judge=steps"):
+        DreamConfig(dyna=True, wm_members=2, min_agreement=0.1, judge="steps")
+
+
 def test_cut_needs_a_value_model(random_policy):
     with pytest.raises(ValueError, match="add value to credit.sources"):
         build_config({"dream": {"dyna": True, "doubt": "cut"},

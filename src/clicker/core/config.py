@@ -216,6 +216,10 @@ class DreamConfig(_Section):
     min_agreement: float = Field(0.0, ge=0, le=1, description="dyna: drop dreams with a reward "
                                  "or an end whose header some ensemble member gives a "
                                  "probability below this (needs wm_members >= 2); 0: off")
+    judge: Literal["events", "steps"] = Field(
+        "events", description="dyna: which headers of a dream the ensemble judges against "
+        "min_agreement: its events' (rewards, ends), or, with doubt: cut, every step's, so a "
+        "goal some member believes the dream missed is doubted too")
     warmup_iterations: int = Field(2, ge=0, description="real iterations before any dream is used")
     candidates: int = Field(4, ge=2, description="plan: actions sampled at a decision point (K)")
     horizon: int = Field(1, ge=1, description="plan: turns each candidate is dreamed forward (H)")
@@ -274,6 +278,12 @@ class DreamConfig(_Section):
         if self.min_agreement and (self.wm_members < 2 or self.oracle):
             raise ValueError("dream.min_agreement is the agreement of a learned world model "
                              "ensemble: set dream.wm_members >= 2 (and dream.oracle false)")
+        if self.judge == "steps" and not (self.min_agreement and self.doubt == "cut"):
+            raise ValueError("dream.judge=steps judges every step of a dream against "
+                             "dream.min_agreement and cuts it at the first doubted one: set "
+                             "dream.min_agreement > 0 and dream.doubt=cut (dropping whole "
+                             "dreams on any doubted step keeps the short ones, README seventh "
+                             "round)")
         if self.wm_init:
             from clicker.dream.members import parse_init
 

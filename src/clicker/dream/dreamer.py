@@ -178,7 +178,7 @@ class Dreamer:
         return (clicker.dream.cut); those doubted at their first step are dropped."""
         cfg, extra = self.cfg, {}
         if isinstance(self.model, WorldModelEnsemble):
-            events = self.model.event_agreements(dreams)
+            events = self.model.event_agreements(dreams, steps=cfg.judge == "steps")
             lows = [lowest(g) for g in events]
             extra["dream/dyna/agreement"] = sum(lows) / max(1, len(lows))
             extra["dream/dyna/disagreed"] = float(sum(a < cfg.min_agreement for a in lows))

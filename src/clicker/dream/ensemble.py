@@ -19,6 +19,13 @@ was the first version; its minimum over a dream's steps favours short dreams, wh
 are the successful ones: in a pilot (README, seventh round) the dreams it kept succeeded
 50-75% of the time in iterations where real play succeeded 9%.
 
+With `dream.doubt: cut`, `dream.judge: steps` judges every step's header instead: a dream
+whose lead wrote `[r=0]` where some member gives that header less than `min_agreement` (it
+believes the step is a goal or an end) is cut there and V bootstraps the rest. A missed goal is
+the opposite error of a farmed one, and it teaches the policy that the right move does not pay.
+Cutting keeps the dream's turns before the doubt, so the short-dream bias of dropping does not
+arise.
+
 Logged on held-out real transitions before any member trains on them: `dream/wm/disagreement`,
 the mean over transitions of the spread (max - min over members) of the probability of the true
 header, and `dream/wm/event_agreement`, the mean over real events (rewards, ends) of the
@@ -129,10 +136,13 @@ class WorldModelEnsemble:
             m.learn(groups)
         return metrics
 
-    def event_agreements(self, episodes: Sequence[Episode]) -> list[list[tuple[int, float]]]:
+    def event_agreements(self, episodes: Sequence[Episode], steps: bool = False
+                         ) -> list[list[tuple[int, float]]]:
         """Per dream: (turn, lowest probability any member gives its header) for each of its
-        events (transition i of an episode is its turn i)."""
-        per = [[(i, t) for i, t in enumerate(g) if self.lead.is_event(t)]
+        events (transition i of an episode is its turn i), or with `steps` for each of its
+        turns (`dream.judge: steps`: a rewardless header that some member doubts is a goal or
+        an end it believes the dream missed)."""
+        per = [[(i, t) for i, t in enumerate(g) if steps or self.lead.is_event(t)]
                for g in self.transitions(episodes)]
         flat = [t for g in per for _, t in g]
         if not flat:
