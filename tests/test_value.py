@@ -179,3 +179,32 @@ def test_learn_dreams_false_fits_v_on_real_episodes_only(random_policy):
     assert torch.equal(params(grounded), before) and len(grounded.replay) == replayed
     assert "credit/value/loss" not in dreams_only.metrics
     assert dreams_only.advantages.abs().sum() > 0
+
+
+def test_whiten_dreams_false_scales_a_dream_batch_by_the_last_real_one(random_policy):
+    """A batch of dreams alone is whitened to unit std by default; with whiten_dreams false it
+    is divided by the std of the last real batch's (raw) advantages instead, and that scale
+    survives a checkpoint."""
+    from dataclasses import replace
+
+    real = Batch.from_episodes([chain(list(range(10, 16)), 1.0), chain(list(range(20, 26)), 0.0)],
+                               pad_id=0)
+    dream = replace(chain(list(range(20, 26)), 0.0, group=1), imagined=True)
+    dreams = Batch.from_episodes([dream, replace(dream, group=2)], pad_id=0)
+    mask = dreams.action_mask.bool()
+    raw, scaled, default = (make_credit(random_policy, **kw) for kw in (
+        {"whiten": False}, {"whiten": True, "whiten_dreams": False}, {"whiten": True}))
+    raw_real = raw(real).advantages
+    for c in (scaled, default):
+        c(real)
+    assert scaled.real_scale == pytest.approx(float(raw_real[real.action_mask.bool()].std()),
+                                              rel=1e-4)
+    raw_dream = raw(dreams).advantages
+    ours, whitened = scaled(dreams).advantages, default(dreams).advantages
+    assert torch.allclose(ours, raw_dream / scaled.real_scale, atol=1e-5)
+    assert float(whitened[mask].std()) == pytest.approx(1.0, rel=1e-3)
+    # failed dreams: V's noise, smaller than real credit, stays smaller
+    assert 0 < float(ours[mask].abs().mean()) < float(whitened[mask].abs().mean())
+    fresh = make_credit(random_policy, whiten_dreams=False)
+    fresh.load_state_dict(scaled.state_dict())
+    assert fresh.real_scale == scaled.real_scale

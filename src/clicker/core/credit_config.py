@@ -40,6 +40,12 @@ class ValueConfig(_Section):
         "frozen: zero advantages), as in VC-PPO's value pre-training"
     )
     whiten: bool = Field(True, description="standardise advantages over the batch's action tokens")
+    whiten_dreams: bool = Field(
+        True, description="with whiten: standardise a batch of dreams alone (Dyna's planning "
+        "steps) over itself; False: divide it by the last real batch's advantage std instead, "
+        "so a batch of failed dreams, whose advantages are V's noise, stays noise-sized rather "
+        "than being scaled up to the size of real credit"
+    )
     learn_dreams: bool = Field(
         True, description="fit V on imagined episodes (Dyna dreams) too, as in Dyna; False: V "
         "learns from real episodes only (dreams still get credit from it), so a learned world "

@@ -36,6 +36,9 @@ Dreams (issue 7): V learns from imagined episodes as from real ones by default, 
 where model-based updates train the same value function. With a world model that misses the
 goal, those dreams teach V that nothing pays, and V is then the clicker of the real batches
 too; `learn_dreams: false` keeps V on real outcomes only (dreams still get credit from it).
+And a batch of dreams that all fail carries no outcome signal, only V's noise, which
+whitening scales up to the size of real credit; `whiten_dreams: false` divides such a batch by
+the last real batch's advantage std instead.
 
 Run: `clicker train --set task.name=keydoor --set credit.sources='{value: 1.0}'`.
 """
@@ -121,6 +124,7 @@ class ValueCredit(CreditSource):
         self.updates = 0
         # the last cfg.replay batches, as tensors: V is also fit on them (targets recomputed)
         self.replay: deque[dict[str, torch.Tensor]] = deque(maxlen=cfg.replay)
+        self.real_scale: float | None = None  # last real batch's advantage std (whiten_dreams)
 
     @torch.no_grad()
     def values(self, batch: Batch | dict[str, torch.Tensor]) -> torch.Tensor:
@@ -182,7 +186,7 @@ class ValueCredit(CreditSource):
         # one-step TD errors: the shaped reward, the click
         clicks = ax.back(gae(ax.rewards, ax.values, ax.mask, cfg.gamma, 0.0))
         if cfg.whiten:
-            adv = whiten(adv, mask)
+            adv = self.standardise(batch, adv, mask)
         warming = self.ctx.iteration < cfg.warmup_iterations
         if warming:  # VC-PPO value pre-training: V learns the initial policy's returns first
             adv = torch.zeros_like(adv)
@@ -204,6 +208,19 @@ class ValueCredit(CreditSource):
         if fit is not None:
             metrics["credit/value/loss"] = self.fit({k: x[fit] for k, x in t.items()}, v[fit])
         return CreditOutput(adv * mask, metrics, parts={"value/click": clicks.detach().cpu()})
+
+    def standardise(self, batch: Batch, adv: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        """`whiten`: advantages standardised over the batch's action tokens; with
+        `whiten_dreams: false`, a batch of dreams alone is divided by the std of the last real
+        batch's advantages instead (its own mean kept), measured over that batch's real rows
+        before whitening."""
+        real = torch.tensor([not e.imagined for e in batch.episodes], device=adv.device)
+        if not real.any() and not self.cfg.whiten_dreams and self.real_scale is not None:
+            return adv / self.real_scale * mask
+        sel = adv[real][mask[real].bool()]
+        if real.any() and sel.numel() >= 2:
+            self.real_scale = float(sel.std()) + 1e-8
+        return whiten(adv, mask)
 
     def learned_rows(self, batch: Batch) -> torch.Tensor | slice | None:
         """The rows of `batch` V learns from: all of them, or with `learn_dreams: false` its
@@ -241,7 +258,8 @@ class ValueCredit(CreditSource):
 
     def state_dict(self) -> dict:
         return {"model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),
-                "updates": self.updates, "replay": list(self.replay)}
+                "updates": self.updates, "replay": list(self.replay),
+                "real_scale": self.real_scale}
 
     def load_state_dict(self, state: dict) -> None:
         if not state:
@@ -251,6 +269,7 @@ class ValueCredit(CreditSource):
         self.updates = state["updates"]
         self.replay.clear()
         self.replay.extend(state.get("replay", []))
+        self.real_scale = state.get("real_scale")
 
 
 def extinction_updates(
