@@ -76,11 +76,12 @@ def test_with_an_exact_model_branches_rank_the_candidates_like_the_true_values(p
     std = m["dream/branch/adv_std"]
     assert std > 0.02  # V* separates the candidates: normalised to unit std, as credit's
     assert sum(a * a for a in adv) / len(adv) == pytest.approx(1.0)
-    # a flat V (scores all within noise) is not blown up to unit scale: below the floor the
+    # a flat scorer (scores all within noise) is not blown up to unit scale: below the floor the
     # advantages are divided by branch_min_std, not by their own tiny spread
     _, flat = _dreamer(policy, world, branch=8)
-    v = flat.brancher.value
-    flat.brancher.value = lambda seqs: [1e-4 * x for x in v(seqs)]
+    score = flat.brancher.score  # every score (reward and V alike) shrunk into noise: with a
+    # scaled V alone, a candidate that reaches the goal within the horizon still scores 1
+    flat.brancher.score = lambda *a, **k: [1e-4 * x for x in score(*a, **k)]
     _, small, m2 = dream_branches(flat, eps, torch.Generator().manual_seed(1), random.Random(0))
     assert m2["dream/branch/adv_std"] < 1e-3
     assert max(abs(a) for a in small) <= 2e-3 / 0.02
