@@ -14,6 +14,7 @@ import yaml
 
 from clicker.core.config import ConfigError
 from clicker.experiment.compare import compare, load_spec, plan
+from clicker.models.fingerprint import weights_fingerprint
 
 TINY_TASK = {
     "overrides": {
@@ -65,6 +66,17 @@ def test_compare_runs_reports_and_resumes(tiny_dir, tmp_path):
     assert sorted((runs["value"].run_dir / "checkpoints").iterdir()) == value_ckpts
     assert again["tasks"]["tiny_add"]["methods"]["value"]["final_success"]["per_seed"] == (
         task["methods"]["value"]["final_success"]["per_seed"])
+    # every run records the weights it started from (a resumed one too, not its checkpoint's);
+    # a task whose runs started from different weights is flagged
+    fp = weights_fingerprint(tiny_dir)
+    for r in runs.values():
+        assert json.loads((r.run_dir / "summary.json").read_text())["model_fingerprint"] == fp
+    assert "mixed_weights" not in again["tasks"]["tiny_add"]
+    rebuilt = json.loads(grpo_summary.read_text()) | {"model_fingerprint": "0" * 12}
+    grpo_summary.write_text(json.dumps(rebuilt))
+    flagged = compare(tiny_spec(), out, report_only=True)["tasks"]["tiny_add"]["mixed_weights"]
+    assert flagged == {"0" * 12: [runs["grpo"].name], fp: [runs["value"].name]}
+    assert "different sets of weights" in (out / "report.html").read_text()
 
     # A changed config in an existing run dir is refused, not mixed in.
     with pytest.raises(ConfigError, match="different config"):

@@ -13,7 +13,10 @@ properly (IQM, stratified-bootstrap 95 % CIs, probability of improvement over GR
 Runs go to parallel worker processes (`jobs`; each run gets its own process, so its peak memory
 is its own) with one live display for all of them. An interrupted compare resumes: a finished
 run (summary.json) is reused after checking its config is the one asked for, a run with a
-checkpoint continues from it, a run interrupted before its first checkpoint starts again.
+checkpoint continues from it, a run interrupted before its first checkpoint starts again. A task
+whose runs started from different weights (a tiny model rebuilt in another environment between
+sessions; `clicker.models.fingerprint`) is flagged: `mixed_weights` in results.json, a warning
+under its table and in the report.
 
 Tokens to target: first crossing of the held-out curve, linear between eval points. A run that
 has not crossed by the budget is censored and scored as NEVER_REACHED_FACTOR x budget (PAR-2), a
@@ -47,6 +50,7 @@ from clicker.experiment.results import (
 )
 from clicker.experiment.runs import Run, default_jobs, execute, is_done
 from clicker.experiment.stats import probability_of_improvement
+from clicker.models.fingerprint import mixed_fingerprints
 
 __all__ = ["METHODS", "PRESETS", "TASKS", "CompareSpec", "Run", "compare", "is_done",
            "load_spec", "plan"]
@@ -230,6 +234,7 @@ def collect(spec: CompareSpec, runs: list[Run]) -> dict[str, Any]:
         raw: dict[str, list[dict]] = {}
         summaries: dict[str, list[dict]] = {}
         gallery: dict[str, list[dict]] = {}
+        named: dict[str, dict] = {}  # run name -> summary, for the weights' fingerprints
         for method in spec.methods or []:
             mine = [r for r in runs if r.task == task and r.method == method]
             for r in mine:
@@ -242,8 +247,8 @@ def collect(spec: CompareSpec, runs: list[Run]) -> dict[str, Any]:
                 raw.setdefault(method, []).append(
                     {"seed": r.seed, "world_tokens": c[0].tolist(), "success": c[1].tolist(),
                      "imagined_tokens": None, **(dream_series(r.run_dir, its) or {})})
-                summaries.setdefault(method, []).append(
-                    json.loads((r.run_dir / "summary.json").read_text()))
+                named[r.name] = json.loads((r.run_dir / "summary.json").read_text())
+                summaries.setdefault(method, []).append(named[r.name])
                 if len(gallery.get(method, [])) < GALLERY_PER_METHOD:
                     eps = read_gallery(r.run_dir)[: GALLERY_PER_METHOD]
                     gallery.setdefault(method, []).extend(eps)
@@ -257,6 +262,8 @@ def collect(spec: CompareSpec, runs: list[Run]) -> dict[str, Any]:
         resolved = first.cfg.model_dump(mode="json")
         res["config"] = {k: resolved[k] for k in ("model", "task", "rollout", "update", "train")}
         res["curves"] = raw
+        if mixed := mixed_fingerprints(named):  # rows from several model builds
+            res["mixed_weights"] = mixed
         res["gallery"] = {m: g[:GALLERY_PER_METHOD] for m, g in gallery.items()}
         results["tasks"][task] = res
     for method in spec.methods or []:

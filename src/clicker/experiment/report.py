@@ -34,6 +34,7 @@ from typing import Any
 
 import numpy as np
 
+from clicker.experiment.results import mixed_weights_warning
 from clicker.experiment.stats import interpolate_curve, stratified_bootstrap_ci
 
 GRID_POINTS = 201
@@ -384,6 +385,8 @@ def _task_section(i: int, task: str, t: dict, methods: list[str], baseline: str 
              f'<p class="meta">{meta}</p>',
              _img("curves", curves_png, w_curves, f"learning curves of {task}"),
              _table(t, methods, baseline),
+             (f'<p class="note"><b>{html.escape(mixed_weights_warning(t["mixed_weights"]))}'
+              '</b></p>' if t.get("mixed_weights") else ""),
              _img("cost", cost_png, w_cost, f"cost per run of {task}"),
              _gallery(t, methods, "gallery" if i == 0 else f"gallery-{i}")]
     if t.get("config"):

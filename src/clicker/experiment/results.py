@@ -173,3 +173,12 @@ def print_tables(results: dict[str, Any]) -> None:
                 f"{spi:.2f}" if spi is not None else "-",
             )
         console.print(table)
+        if res.get("mixed_weights"):
+            console.print(mixed_weights_warning(res["mixed_weights"]))
+
+
+def mixed_weights_warning(mixed: dict[str, list[str]]) -> str:
+    """One line for a task whose runs started from several sets of weights."""
+    parts = "; ".join(f"{fp}: {', '.join(names)}" for fp, names in mixed.items())
+    return (f"warning: these runs started from {len(mixed)} different sets of weights (a model "
+            f"rebuilt between sessions?), so their rows need not compare: {parts}")

@@ -22,6 +22,7 @@ from clicker.core.config import Config, dump_config
 from clicker.core.types import Batch
 from clicker.credit import CreditContext, make_credit
 from clicker.experiment.gallery import gallery_records, write_gallery
+from clicker.models.fingerprint import weights_fingerprint
 from clicker.models.policy import Policy
 from clicker.rollout.engine import make_engine
 from clicker.rollout.runner import RolloutSettings, run_episodes
@@ -189,8 +190,7 @@ def train(cfg: Config, run_dir: Path | None = None, *, resume: bool = False) -> 
     torch.manual_seed(cfg.train.seed)
     world = make_world(cfg.task.name, **cfg.task.args)
     initial = Policy.load(cfg.model.path, device=cfg.model.device, dtype=cfg.model.dtype,
-                          tiny_seed=cfg.model.tiny_seed,
-                          tiny_recipe=cfg.model.tiny_recipe)
+                          tiny_seed=cfg.model.tiny_seed, tiny_recipe=cfg.model.tiny_recipe)
     policy = initial
     if ckpt is not None:
         policy = Policy.load(ckpt, device=cfg.model.device, dtype=cfg.model.dtype)
@@ -444,6 +444,7 @@ def train(cfg: Config, run_dir: Path | None = None, *, resume: bool = False) -> 
                "imagined_tokens": dreamer.imagined_tokens if dreamer is not None else 0,
                "initial_eval_success": first_eval, "final_eval_success": last_eval,
                **({"stopped": stopped} if stopped else {}),
+               "model_fingerprint": weights_fingerprint(initial.path),
                **resources(t_start, iteration_s, policy.device)}
     write_atomic(run_dir / "summary.json", json.dumps(summary, indent=1))
     return summary
