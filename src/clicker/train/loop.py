@@ -191,9 +191,8 @@ def train(cfg: Config, run_dir: Path | None = None, *, resume: bool = False) -> 
     world = make_world(cfg.task.name, **cfg.task.args)
     initial = Policy.load(cfg.model.path, device=cfg.model.device, dtype=cfg.model.dtype,
                           tiny_seed=cfg.model.tiny_seed, tiny_recipe=cfg.model.tiny_recipe)
-    policy = initial
-    if ckpt is not None:
-        policy = Policy.load(ckpt, device=cfg.model.device, dtype=cfg.model.dtype)
+    policy = initial if ckpt is None else Policy.load(ckpt, device=cfg.model.device,
+                                                      dtype=cfg.model.dtype)
     # the frozen initial policy: the KL reference and the PRM's pi_ref; copied only if needed
     frozen = initial.model if ckpt is not None else None
     if frozen is not None:
