@@ -258,6 +258,13 @@ class DreamConfig(_Section):
     max_false_rewards: float = Field(1.0, ge=0, le=1, description="dyna/branch: and only while the "
                                      "share of held-out rewardless steps it gives a reward is "
                                      "at most this (a 20-turn dream compounds it); 1: always")
+    max_outcome_gap: float | None = Field(
+        None, gt=0, description="dyna: each iteration's first Dyna batch is a probe: when the "
+        "mean reward its dreams predicted (a cut's bootstrap left out) differs from the mean "
+        "real reward of the same problems by more than this (pooled over gap_window "
+        "iterations), it is dropped and Dyna's planning steps skip the iteration "
+        "(clicker.dream.probe); None: off (the gap is still logged)")
+    gap_window: int = Field(1, ge=1, description="dyna/max_outcome_gap: iterations pooled")
 
     @property
     def enabled(self) -> bool:
@@ -275,6 +282,9 @@ class DreamConfig(_Section):
     def _dyna_updates_need_dyna(self) -> DreamConfig:
         if self.dyna_updates and not self.dyna:
             raise ValueError("dream.dyna_updates dreams with Dyna: set dream.dyna=true too")
+        if self.max_outcome_gap is not None and not self.dyna:
+            raise ValueError("dream.max_outcome_gap compares Dyna's dreams with real play: set "
+                             "dream.dyna=true too")
         if self.min_agreement and (self.wm_members < 2 or self.oracle):
             raise ValueError("dream.min_agreement is the agreement of a learned world model "
                              "ensemble: set dream.wm_members >= 2 (and dream.oracle false)")

@@ -10,7 +10,10 @@ cut`, cut before that step, V bootstrapping the rest: `clicker.dream.cut`), and 
 made while the world model's held-out recall of rewards and ends is below `min_event_recall` or
 the share of rewardless steps it gives a reward above `max_false_rewards` (`trusted`). With
 `wm_members` > 1 the world model is an ensemble (`clicker.dream.ensemble`) and Dyna dreams with a
-reward or an end some member gives less than `min_agreement` are dropped too. With
+reward or an end some member gives less than `min_agreement` are dropped too. Each
+iteration's first Dyna batch is also a probe (`clicker.dream.probe`): with `max_outcome_gap`,
+when its dreams' outcomes stray too far from real play on the same problems, it is dropped and
+Dyna's planning steps skip the iteration. With
 `branch`, `clicker.dream.branch` dreams K candidate actions one decision deep from real states
 (`brancher` scores them) for one more policy update.
 
@@ -28,6 +31,7 @@ from clicker.dream.cut import cut_dreams, dream_reward, first_doubted
 from clicker.dream.ensemble import WorldModelEnsemble, lowest
 from clicker.dream.members import member_model
 from clicker.dream.planner import Planner, ValueFn
+from clicker.dream.probe import OutcomeGap
 from clicker.dream.world import DreamWorld, OracleModel
 from clicker.dream.world_model import WorldModel, WorldModelConfig
 from clicker.models.policy import Policy
@@ -86,6 +90,7 @@ class Dreamer:
                                 sampler=self.sampler) if cfg.branch else None
         self.imagined_tokens = 0  # over the run: Dyna episodes and planner dreams
         self.iterations = 0  # iterations observed (dreams start after cfg.warmup_iterations)
+        self.probe = OutcomeGap(cfg.max_outcome_gap, cfg.gap_window)  # dreams vs real outcomes
 
     @property
     def ready(self) -> bool:
@@ -119,6 +124,7 @@ class Dreamer:
         """Score the world model on these real episodes, then train it on them."""
         self.iterations += 1
         real = [e for e in episodes if not e.imagined]
+        self.probe.observe(real)
         return self.model.observe(real) if self.model is not None else {}
 
     def imagine(self, iteration: int, group_offset: int, generator: torch.Generator | None,
@@ -134,7 +140,7 @@ class Dreamer:
         fresh problems differ by round."""
         if not (self.cfg.dyna and self.ready):
             return [], {}
-        if not self.trusted():
+        if not self.trusted() or (round > 0 and self.probe.shut):
             return [], {"dream/dyna/gated": 1.0}
         r = self.rollout
         settings = RolloutSettings(r.group_size, r.temperature, r.top_p, r.max_action_tokens,
@@ -151,15 +157,19 @@ class Dreamer:
         tokens = sum(e.meta["imagined_tokens"] for e in dreams)
         self.imagined_tokens += tokens
         kept, extra = (self._cut if self.cfg.doubt == "cut" else self._drop)(dreams)
-        return kept, extra | {
-            "dream/dyna/episodes": float(len(kept)),
-            "dream/dyna/dropped": float(len(dreams) - len(kept)),  # either gate
+        if round == 0:  # the iteration's probe (clicker.dream.probe)
+            extra |= self.probe.measure(kept)
+        used = [] if self.probe.shut else kept
+        metrics = extra | {
+            "dream/dyna/episodes": float(len(used)),
+            "dream/dyna/dropped": float(len(dreams) - len(used)),  # any gate
             "dream/dyna/success": sum(dream_reward(e) > 0.5 for e in kept) / max(1, len(kept)),
             "dream/dyna/confidence": sum(e.meta["dream_confidence"] for e in dreams)
             / max(1, len(dreams)),
             "dream/dyna/imagined_tokens": float(tokens),
-            "dream/dyna/gated": 0.0,
+            "dream/dyna/gated": float(self.probe.shut),
         }
+        return used, metrics
 
     def _drop(self, dreams: list[Episode]) -> tuple[list[Episode], dict[str, float]]:
         """`doubt: drop`: the dreams with no step below min_confidence and (ensemble) no event
@@ -204,7 +214,8 @@ class Dreamer:
         return stats.metrics()
 
     def state_dict(self) -> dict:
-        state = {"imagined_tokens": self.imagined_tokens, "iterations": self.iterations}
+        state = {"imagined_tokens": self.imagined_tokens, "iterations": self.iterations,
+                 "probe": self.probe.state_dict()}
         if self.model is not None:
             state["world_model"] = self.model.state_dict()
         return state
@@ -212,5 +223,6 @@ class Dreamer:
     def load_state_dict(self, state: dict) -> None:
         self.imagined_tokens = int(state.get("imagined_tokens", 0))
         self.iterations = int(state.get("iterations", 0))
+        self.probe.load_state_dict(state.get("probe", {}))
         if self.model is not None and "world_model" in state:
             self.model.load_state_dict(state["world_model"])
