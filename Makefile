@@ -4,6 +4,8 @@ VENV := .venv
 BIN := $(VENV)/bin
 TORCH_CPU_WHEEL ?= torch==2.13.0
 STAMP := $(VENV)/.installed
+# exact versions of everything but torch (constraints.txt says why); empty: pyproject's ranges
+CONSTRAINTS ?= constraints.txt
 
 .PHONY: setup demo test lint bench clean
 
@@ -11,14 +13,14 @@ $(BIN)/python:
 	$(PY) -m venv $(VENV) || python3 -m venv $(VENV)
 
 # The CPU wheel of torch when no GPU is visible; otherwise pip resolves torch>=2.4 normally.
-$(STAMP): $(BIN)/python pyproject.toml
+$(STAMP): $(BIN)/python pyproject.toml $(CONSTRAINTS)
 	@if command -v nvidia-smi >/dev/null 2>&1 && nvidia-smi >/dev/null 2>&1; then \
 	  echo "GPU found: installing torch from the index"; $(BIN)/pip install -q "torch>=2.4"; \
 	else \
 	  echo "no GPU: installing the CPU torch wheel"; \
 	  $(BIN)/pip install -q "$(TORCH_CPU_WHEEL)"; \
 	fi
-	$(BIN)/pip install -q -e ".[test]"
+	$(BIN)/pip install -q $(if $(CONSTRAINTS),-c $(CONSTRAINTS)) -e ".[test]"
 	@touch $(STAMP)
 
 setup: $(STAMP)

@@ -14,7 +14,7 @@ import yaml
 
 from clicker.core.config import ConfigError
 from clicker.experiment.compare import compare, load_spec, plan
-from clicker.models.fingerprint import weights_fingerprint
+from clicker.models.fingerprint import environment, weights_fingerprint
 
 TINY_TASK = {
     "overrides": {
@@ -72,6 +72,7 @@ def test_compare_runs_reports_and_resumes(tiny_dir, tmp_path):
     for r in runs.values():
         assert json.loads((r.run_dir / "summary.json").read_text())["model_fingerprint"] == fp
     assert "mixed_weights" not in again["tasks"]["tiny_add"]
+    assert again["tasks"]["tiny_add"]["environments"] == {fp: environment()}
     rebuilt = json.loads(grpo_summary.read_text()) | {"model_fingerprint": "0" * 12}
     grpo_summary.write_text(json.dumps(rebuilt))
     flagged = compare(tiny_spec(), out, report_only=True)["tasks"]["tiny_add"]["mixed_weights"]

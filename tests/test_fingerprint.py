@@ -50,8 +50,9 @@ def test_the_tiny_model_records_its_fingerprint_and_libraries(tmp_path):
     info = build_tiny_model(tmp_path / "m", seed=0, spec=spec)
     saved = json.loads((tmp_path / "m" / "clicker_tiny.json").read_text())
     assert saved["fingerprint"] == info["fingerprint"] == weights_fingerprint(tmp_path / "m")
-    assert saved["built_with"] == {"torch": torch.__version__,
-                                   "transformers": transformers.__version__}
+    assert saved["built_with"] == fingerprint.environment()
+    assert saved["built_with"]["torch"] == torch.__version__
+    assert saved["built_with"]["transformers"] == transformers.__version__
     again = build_tiny_model(tmp_path / "m2", seed=0, spec=spec)  # same environment: same build
     assert again["fingerprint"] == info["fingerprint"]
     other = build_tiny_model(tmp_path / "m3", seed=1, spec=spec)
@@ -81,3 +82,15 @@ def test_mixed_weights_are_flagged_in_results_table_and_report(tmp_path, capsys)
     assert "3 different sets of weights" in page
     results["tasks"]["t"] = task  # agreeing runs: no warning
     assert "different sets of weights" not in write_report(tmp_path / "s", results).read_text()
+
+
+def test_the_environment_names_the_libraries_that_make_a_build():
+    env = fingerprint.environment()
+    assert env["torch"] == torch.__version__ and env["transformers"] == transformers.__version__
+    assert set(fingerprint.LIBRARIES) <= set(env) and env["python"].startswith("3.")
+    assert all(isinstance(v, str) and v for v in env.values())
+    a, b = {"torch": "1"}, {"torch": "2"}
+    runs = {"m/seed0": {"model_fingerprint": "aaa", "environment": a},
+            "m/seed1": {"model_fingerprint": "aaa", "environment": a},
+            "n/seed0": {"model_fingerprint": "bbb", "environment": b}, "old/seed0": {}}
+    assert fingerprint.environments_of(runs) == {"aaa": a, "bbb": b, "unrecorded": {}}

@@ -50,7 +50,7 @@ from clicker.experiment.results import (
 )
 from clicker.experiment.runs import Run, default_jobs, execute, is_done
 from clicker.experiment.stats import probability_of_improvement
-from clicker.models.fingerprint import mixed_fingerprints
+from clicker.models.fingerprint import environments_of, mixed_fingerprints
 
 __all__ = ["METHODS", "PRESETS", "TASKS", "CompareSpec", "Run", "compare", "is_done",
            "load_spec", "plan"]
@@ -262,6 +262,7 @@ def collect(spec: CompareSpec, runs: list[Run]) -> dict[str, Any]:
         resolved = first.cfg.model_dump(mode="json")
         res["config"] = {k: resolved[k] for k in ("model", "task", "rollout", "update", "train")}
         res["curves"] = raw
+        res["environments"] = environments_of(named)  # the libraries behind each build
         if mixed := mixed_fingerprints(named):  # rows from several model builds
             res["mixed_weights"] = mixed
         res["gallery"] = {m: g[:GALLERY_PER_METHOD] for m, g in gallery.items()}

@@ -6,11 +6,19 @@ environment, but not across environments: the tenth round of issue 7 found a reb
 0.22. Runs record the fingerprint of their initial weights (`summary.json`,
 `model_fingerprint`) and `clicker compare` warns when one table mixes several, so rows from
 different builds are not read as one experiment.
+
+Which libraries made a build is recorded next to it (`environment`: the tiny model's
+`built_with`, each run's summary, each compare task's `environments`). The thirteenth round found
+a fresh `.venv` (transformers 5.25.0) building different weights from the same seed again, so the
+Makefile installs with `constraints.txt`, the exact versions the recorded benchmarks ran with.
 """
 
 from __future__ import annotations
 
 import hashlib
+import platform
+import sys
+from importlib import metadata
 from pathlib import Path
 
 WHOLE_BELOW = 256 * 2**20  # hash weight files this small whole; larger ones by size and ends
@@ -42,6 +50,43 @@ def weights_fingerprint(model_dir: str | Path | None) -> str | None:
                 fh.seek(max(0, size - END_BYTES))
                 h.update(fh.read(END_BYTES))
     return h.hexdigest()[:12]
+
+
+LIBRARIES = ("torch", "transformers", "tokenizers", "safetensors", "numpy")
+
+
+def _cpu() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown"
+
+
+def environment() -> dict[str, str]:
+    """What can change a build or a run's numbers besides the code: Python, the machine's
+    architecture and CPU model, and the versions of the numeric libraries ("absent" when one is
+    not installed)."""
+    env = {"python": sys.version.split()[0], "machine": platform.machine(), "cpu": _cpu()}
+    for lib in LIBRARIES:
+        try:
+            env[lib] = metadata.version(lib)
+        except metadata.PackageNotFoundError:
+            env[lib] = "absent"
+    return env
+
+
+def environments_of(summaries: dict[str, dict]) -> dict[str, dict]:
+    """{fingerprint: environment} over runs' summaries: the libraries each set of weights was
+    run with (the first run's; runs from before environments were recorded give none)."""
+    out: dict[str, dict] = {}
+    for s in summaries.values():
+        fp = s.get("model_fingerprint") or "unrecorded"
+        if fp not in out or not out[fp]:
+            out[fp] = s.get("environment") or {}
+    return out
 
 
 def mixed_fingerprints(summaries: dict[str, dict]) -> dict[str, list[str]]:

@@ -37,12 +37,11 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import torch
-import transformers
 from transformers import LlamaConfig, LlamaForCausalLM
 
 from clicker.core.context import context_block, review_prompt
 from clicker.models.chartok import build_char_tokenizer
-from clicker.models.fingerprint import weights_fingerprint
+from clicker.models.fingerprint import environment, weights_fingerprint
 
 VERSION = 3  # bump when the recipe changes, so caches are rebuilt
 
@@ -342,8 +341,8 @@ def build_tiny_model(out_dir: Path, seed: int = 0, spec: TinySpec = TinySpec(), 
         "final_loss": sum(losses[-20:]) / max(1, len(losses[-20:])),
         "seconds": round(time.time() - t0, 1),
         "spec": asdict(spec),
-        # equal builds need equal libraries: a new torch can change the weights (fingerprint.py)
-        "built_with": {"torch": torch.__version__, "transformers": transformers.__version__},
+        # equal builds need equal libraries: a new one can change the weights (fingerprint.py)
+        "built_with": environment(),
         "fingerprint": weights_fingerprint(out_dir),
     }
     (out_dir / "clicker_tiny.json").write_text(json.dumps(info, indent=1, default=str))

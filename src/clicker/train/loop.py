@@ -22,7 +22,7 @@ from clicker.core.config import Config, dump_config
 from clicker.core.types import Batch
 from clicker.credit import CreditContext, make_credit
 from clicker.experiment.gallery import gallery_records, write_gallery
-from clicker.models.fingerprint import weights_fingerprint
+from clicker.models.fingerprint import environment, weights_fingerprint
 from clicker.models.policy import Policy
 from clicker.rollout.engine import make_engine
 from clicker.rollout.runner import RolloutSettings, run_episodes
@@ -444,6 +444,7 @@ def train(cfg: Config, run_dir: Path | None = None, *, resume: bool = False) -> 
                "initial_eval_success": first_eval, "final_eval_success": last_eval,
                **({"stopped": stopped} if stopped else {}),
                "model_fingerprint": weights_fingerprint(initial.path),
+               "environment": environment(),
                **resources(t_start, iteration_s, policy.device)}
     write_atomic(run_dir / "summary.json", json.dumps(summary, indent=1))
     return summary
