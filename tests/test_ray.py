@@ -154,6 +154,9 @@ def test_credit_on_a_worker_equals_credit_in_process(cluster, tmp_path, source):
     for a, b in zip(rows["local"], rows["ray"]):
         assert a["rollout/success"] == b["rollout/success"]
         for k in (*own, "credit/adv_std", "loss/policy"):
+            if a[k] is None or b[k] is None:  # undefined in both (explained variance of
+                assert a[k] == b[k], k         # constant returns), or a real mismatch
+                continue
             assert a[k] == pytest.approx(b[k], rel=1e-4, abs=1e-6), k
     from clicker.train.checkpoint import latest_checkpoint, load_trainer_state
 
