@@ -58,7 +58,7 @@ def _answer_logp(policy, context: str, prompt: str, answer: str) -> float:
 @pytest.mark.slow
 def test_the_context_warm_start_teaches_the_model_to_read_feedback(tmp_path, monkeypatch):
     """The `context` recipe's warm start puts solution, feedback, answer and lesson blocks before
-    the task. Shrunk here (addition only, a 2-layer 64-wide model, 1,500 short steps: under a
+    the task. Shrunk here (addition only, a 2-layer 64-wide model, 2,000 short steps: about a
     minute; the real recipe is measured by benchmarks/context_reading.py): afterwards the
     feedback-conditioned teacher scores the right answer of held-out problems higher than the
     unconditioned student does, and a lesson that does not apply does not help."""
@@ -67,7 +67,7 @@ def test_the_context_warm_start_teaches_the_model_to_read_feedback(tmp_path, mon
     from clicker.tasks import make_world
 
     monkeypatch.setenv("CLICKER_HOME", str(tmp_path))
-    small = tiny.TinySpec(hidden=64, layers=2, heads=4, intermediate=192, steps=1500,
+    small = tiny.TinySpec(hidden=64, layers=2, heads=4, intermediate=192, steps=2000,
                           batch_tokens=768, lr=2e-3, context=0.7, review=0.05,
                           mixture=(("addition", {"digits": 2}, 1.0),))
     monkeypatch.setitem(tiny.RECIPES, "context", small)
@@ -83,7 +83,8 @@ def test_the_context_warm_start_teaches_the_model_to_read_feedback(tmp_path, mon
         distracted.append(_answer_logp(policy, context_block("lesson", "keep it short."),
                                        prompt, ref + "\n"))
     s, t, d = (sum(x) / len(x) for x in (student, teacher, distracted))
-    # measured: student -3.15, teacher -2.73, distracted -3.31 (nats per answer)
+    # measured: student -3.15, teacher -2.73, distracted -3.31 (nats per answer, older libraries);
+    # with constraints.txt 1,500 steps left a 0.199 margin, so 2,000
     assert t > s + 0.2, (t, s)
     assert t > d + 0.2, (t, d)
 
