@@ -56,13 +56,10 @@ LIBRARIES = ("torch", "transformers", "tokenizers", "safetensors", "numpy")
 
 
 def _cpu() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown"
+    info = Path("/proc/cpuinfo")  # Linux; elsewhere platform's answer
+    lines = info.read_text().splitlines() if info.is_file() else []
+    names = [ln.split(":", 1)[1].strip() for ln in lines if ln.startswith("model name")]
+    return names[0] if names else platform.processor() or "unknown"
 
 
 def environment() -> dict[str, str]:

@@ -443,8 +443,7 @@ def train(cfg: Config, run_dir: Path | None = None, *, resume: bool = False) -> 
                "imagined_tokens": dreamer.imagined_tokens if dreamer is not None else 0,
                "initial_eval_success": first_eval, "final_eval_success": last_eval,
                **({"stopped": stopped} if stopped else {}),
-               "model_fingerprint": weights_fingerprint(initial.path),
-               "environment": environment(),
+               "model_fingerprint": weights_fingerprint(initial.path), "environment": environment(),
                **resources(t_start, iteration_s, policy.device)}
     write_atomic(run_dir / "summary.json", json.dumps(summary, indent=1))
     return summary
