@@ -50,9 +50,7 @@ def test_the_tiny_model_records_its_fingerprint_and_libraries(tmp_path):
     info = build_tiny_model(tmp_path / "m", seed=0, spec=spec)
     saved = json.loads((tmp_path / "m" / "clicker_tiny.json").read_text())
     assert saved["fingerprint"] == info["fingerprint"] == weights_fingerprint(tmp_path / "m")
-    assert saved["built_with"] == fingerprint.environment()
-    assert saved["built_with"]["torch"] == torch.__version__
-    assert saved["built_with"]["transformers"] == transformers.__version__
+    assert saved["built_with"] == fingerprint.environment()  # its libraries: the next test
     again = build_tiny_model(tmp_path / "m2", seed=0, spec=spec)  # same environment: same build
     assert again["fingerprint"] == info["fingerprint"]
     other = build_tiny_model(tmp_path / "m3", seed=1, spec=spec)

@@ -10,7 +10,7 @@ different builds are not read as one experiment.
 Which libraries made a build is recorded next to it (`environment`: the tiny model's
 `built_with`, each run's summary, each compare task's `environments`). The thirteenth round found
 a fresh `.venv` (transformers 5.25.0) building different weights from the same seed again, so the
-Makefile installs with `constraints.txt`, the exact versions the recorded benchmarks ran with.
+Makefile installs with `constraints.txt`: the exact versions of that round's runs.
 """
 
 from __future__ import annotations
