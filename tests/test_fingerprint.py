@@ -57,6 +57,22 @@ def test_the_tiny_model_records_its_fingerprint_and_libraries(tmp_path):
     assert other["fingerprint"] != info["fingerprint"]
 
 
+def test_the_tiny_model_is_the_same_whatever_threads_the_process_has(tmp_path):
+    """Without a fixed build thread count these 20 steps gave three fingerprints on 1, 2 and 4
+    threads."""
+    spec = TinySpec(steps=20, warmup_steps=1, batch_tokens=1536, max_rows=64)
+    before = torch.get_num_threads()
+    prints = set()
+    try:
+        for n in (1, 2, 4):
+            torch.set_num_threads(n)
+            prints.add(build_tiny_model(tmp_path / f"t{n}", seed=0, spec=spec)["fingerprint"])
+            assert torch.get_num_threads() == n  # the caller's setting comes back
+    finally:
+        torch.set_num_threads(before)
+    assert len(prints) == 1, prints
+
+
 def test_mixed_weights_are_flagged_in_results_table_and_report(tmp_path, capsys):
     same = {"m/seed0": {"model_fingerprint": "aaa"}, "m/seed1": {"model_fingerprint": "aaa"}}
     assert mixed_fingerprints(same) == {}

@@ -135,7 +135,7 @@ def tiny_model_dir(seed: int = 0, *, recipe: str = "default", force: bool = Fals
 def _build_into(target: Path, seed: int, recipe: str, force: bool, verbose: bool) -> None:
     spec = RECIPES[recipe]
     print(f"building the built-in tiny model (recipe {recipe}, seed {seed}) into {target}: about "
-          f"{90 * spec.steps // 1000} s on 2 cores", file=sys.stderr, flush=True)
+          f"{135 * spec.steps // 1000} s (one thread)", file=sys.stderr, flush=True)
     tmp = Path(tempfile.mkdtemp(prefix=target.name + ".tmp-", dir=target.parent))
     try:
         build_tiny_model(tmp, seed=seed, spec=spec, verbose=verbose)
@@ -280,8 +280,26 @@ def _warmup_batches(spec: TinySpec, rng: random.Random):
         yield texts
 
 
+# torch's CPU kernels split their sums by thread count, so builds on 1 and 2 threads give
+# different weights from the same seed (seen: fingerprints aba190f53b5c and aabdb5fafc28 from one
+# machine and one set of libraries). Every build runs on this many threads, whatever the machine
+# has, so the weights are a function of seed, recipe, libraries and CPU only. One: more threads
+# than a process was given would contend with its neighbours (test workers, compare's parallel
+# runs each hold one thread), and the thirteenth round of dreaming measured the 1-thread build.
+BUILD_THREADS = 1
+
+
 def build_tiny_model(out_dir: Path, seed: int = 0, spec: TinySpec = TinySpec(), verbose=False):
-    """Create, warm-start and save the tiny model + tokenizer into out_dir."""
+    """Create, warm-start and save the tiny model + tokenizer into out_dir, on BUILD_THREADS."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(BUILD_THREADS)
+    try:
+        return _build(Path(out_dir), seed, spec, verbose)
+    finally:
+        torch.set_num_threads(threads)
+
+
+def _build(out_dir: Path, seed: int, spec: TinySpec, verbose: bool) -> dict:
     tok = build_char_tokenizer()
     torch.manual_seed(seed)
     cfg = LlamaConfig(
@@ -330,7 +348,6 @@ def build_tiny_model(out_dir: Path, seed: int = 0, spec: TinySpec = TinySpec(), 
         if verbose and (step % 100 == 0 or step == spec.steps - 1):
             print(f"  warm-start step {step:4d}  loss {loss.item():.3f}  ({time.time() - t0:.0f}s)")
     model.eval()
-    out_dir = Path(out_dir)
     model.save_pretrained(out_dir)
     tok.save_pretrained(out_dir)
     n_params = sum(p.numel() for p in model.parameters())
