@@ -45,14 +45,16 @@ def test_with_an_exact_world_model_the_planner_picks_the_best_action(policy):
     """The oracle world model and V* make dream-testing pick, among K sampled candidates, the
     one closest to the goal: every planned episode succeeds in (near) the optimal number of
     actions, where the same policy acting alone wanders. The dreams cost imagined tokens, never
-    world tokens."""
+    world tokens. K is 16: on the tiny-model build aba190f53b5c (greedy keydoor success 0.43)
+    8 candidates failed 1 of 24 episodes at sampling seed 0 (0.58 extra actions an episode);
+    12 and 16 failed none at seeds 0-2 (at most 0.17 extra)."""
     world = KeyDoor(rooms=2)
     indices = list(range(12))
     settings = RolloutSettings(group_size=2, temperature=1.0)
     torch.manual_seed(0)
     plain = run_episodes(policy, world, "test", indices, settings,
                          generator=torch.Generator().manual_seed(0))
-    planner = Planner(policy, DreamWorld(world, OracleModel(world), policy), candidates=8,
+    planner = Planner(policy, DreamWorld(world, OracleModel(world), policy), candidates=16,
                       horizon=1, value=oracle_value(policy, world, "test", indices))
     planned = run_episodes(policy, world, "test", indices, settings,
                            generator=torch.Generator().manual_seed(0), planner=planner)
