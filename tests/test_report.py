@@ -152,6 +152,19 @@ def test_minimal_results_one_seed_no_baseline_no_gallery(tmp_path):
     assert (tmp_path / "t_1.png").is_file() and (tmp_path / "t_1_cost.png").is_file()
 
 
+def test_methods_that_never_reached_are_not_fewest(tmp_path):
+    """Two methods censored at the same 2x-budget IQM (the demo's addition on a weak build):
+    neither is shown as needing the fewest tokens."""
+    never = {"per_seed": [None, None], "iqm": 200.0, "ci": [200.0, 200.0]}
+    res = {"methods": ["a", "b"], "seeds": 2, "baseline": "a", "tasks": {"t": {
+        "budget": 100, "target": 0.5,
+        "methods": {m: {"seeds": 2, "reached": 0, "tokens_to_target": never} for m in "ab"},
+        "curves": {m: [{"seed": 0, "world_tokens": [0, 100], "success": [0.1, 0.2]}]
+                   for m in "ab"}}}}
+    page = write_report(tmp_path, res).read_text()
+    assert not re.search(r'<tr class="[^"]*bestrow', page) and '<span class="best">' not in page
+
+
 def test_misaligned_credit_is_a_clear_error(tmp_path):
     res = _results()
     res["tasks"]["count"]["gallery"]["grpo"][0]["credit"]["grpo"].pop()

@@ -205,7 +205,10 @@ def _table(t: dict, methods: list[str], baseline: str | None) -> str:
     """The statistics table of one task; the baseline row and the fewest tokens are highlighted."""
     stats = t.get("methods") or {}
     ttt = {m: _num((stats[m].get("tokens_to_target") or {}).get("iqm")) for m in methods}
-    best = min((v for v in ttt.values() if v is not None), default=None)
+    # only a method that reached the target in some seed can be fewest: an IQM of seeds that
+    # never reached it is the 2x-budget convention, and a tie of those is no winner
+    best = min((v for m, v in ttt.items() if v is not None and stats[m].get("reached")),
+               default=None)
     b = html.escape(baseline or "baseline")
     head = ["method", "reached", "world tokens to target<br>IQM [95% CI]", f"× {b}<br>[CI]",
             f"P(fewer tokens<br>than {b})", "final success<br>IQM [CI]", "AUC<br>IQM [CI]",
