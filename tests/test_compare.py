@@ -72,7 +72,10 @@ def test_compare_runs_reports_and_resumes(tiny_dir, tmp_path):
     for r in runs.values():
         assert json.loads((r.run_dir / "summary.json").read_text())["model_fingerprint"] == fp
     assert "mixed_weights" not in again["tasks"]["tiny_add"]
-    assert again["tasks"]["tiny_add"]["environments"] == {fp: environment()}
+    envs = again["tasks"]["tiny_add"]["environments"]
+    assert list(envs) == [fp] and envs[fp]["torch_threads"].isdigit()  # the runs' own threads
+    assert {k: v for k, v in envs[fp].items() if k != "torch_threads"} == {
+        k: v for k, v in environment().items() if k != "torch_threads"}
     rebuilt = json.loads(grpo_summary.read_text()) | {"model_fingerprint": "0" * 12}
     grpo_summary.write_text(json.dumps(rebuilt))
     flagged = compare(tiny_spec(), out, report_only=True)["tasks"]["tiny_add"]["mixed_weights"]

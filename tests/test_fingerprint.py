@@ -15,7 +15,7 @@ from clicker.experiment.report import write_report
 from clicker.experiment.results import mixed_weights_warning, print_tables
 from clicker.models import fingerprint
 from clicker.models.fingerprint import mixed_fingerprints, weights_fingerprint
-from clicker.models.tiny import TinySpec, build_tiny_model
+from clicker.models.tiny import BUILD_THREADS, TinySpec, build_tiny_model
 
 
 def _weights(d: Path, content: bytes) -> Path:
@@ -50,7 +50,8 @@ def test_the_tiny_model_records_its_fingerprint_and_libraries(tmp_path):
     info = build_tiny_model(tmp_path / "m", seed=0, spec=spec)
     saved = json.loads((tmp_path / "m" / "clicker_tiny.json").read_text())
     assert saved["fingerprint"] == info["fingerprint"] == weights_fingerprint(tmp_path / "m")
-    assert saved["built_with"] == fingerprint.environment()  # its libraries: the next test
+    # its libraries (the next test), and the build's own thread count, not the caller's
+    assert saved["built_with"] == fingerprint.environment() | {"torch_threads": str(BUILD_THREADS)}
     again = build_tiny_model(tmp_path / "m2", seed=0, spec=spec)  # same environment: same build
     assert again["fingerprint"] == info["fingerprint"]
     other = build_tiny_model(tmp_path / "m3", seed=1, spec=spec)
@@ -103,6 +104,7 @@ def test_the_environment_names_the_libraries_that_make_a_build():
     assert env["torch"] == torch.__version__ and env["transformers"] == transformers.__version__
     assert set(fingerprint.LIBRARIES) <= set(env) and env["python"].startswith("3.")
     assert all(isinstance(v, str) and v for v in env.values())
+    assert env["torch_threads"] == str(torch.get_num_threads())
     a, b = {"torch": "1"}, {"torch": "2"}
     runs = {"m/seed0": {"model_fingerprint": "aaa", "environment": a},
             "m/seed1": {"model_fingerprint": "aaa", "environment": a},

@@ -64,14 +64,19 @@ def _cpu() -> str:
 
 def environment() -> dict[str, str]:
     """What can change a build or a run's numbers besides the code: Python, the machine's
-    architecture and CPU model, and the versions of the numeric libraries ("absent" when one is
-    not installed)."""
+    architecture and CPU model, the versions of the numeric libraries ("absent" when one is
+    not installed), and the threads torch's CPU kernels use now (they split sums by thread
+    count: the tiny model built on 1 and on 2 threads differed, and a training run's losses
+    differ in their last digits)."""
+    import torch
+
     env = {"python": sys.version.split()[0], "machine": platform.machine(), "cpu": _cpu()}
     for lib in LIBRARIES:
         try:
             env[lib] = metadata.version(lib)
         except metadata.PackageNotFoundError:
             env[lib] = "absent"
+    env["torch_threads"] = str(torch.get_num_threads())
     return env
 
 
