@@ -29,8 +29,8 @@ def _run(tmp_path, overrides: dict) -> tuple[float, float, list[dict]]:
 
 def test_grpo_learns_two_digit_addition(tiny_dir, tmp_path):
     """Sampled held-out success on 512 problems, the measure the keydoor tests use. Measured on
-    one thread on the two builds of the tiny model today's pinned libraries give (built on 2
-    threads, as CI builds it, or on 1), seeds 0-2: 0.04-0.06 -> 0.09-0.15 after 200 iterations
+    one thread on two builds of the tiny model under the pinned libraries (the 1-thread build
+    every machine now makes, and the 2-thread build CI made before), seeds 0-2: 0.04-0.06 -> 0.09-0.15 after 200 iterations
     (at least 1.8x and +0.04); training success 0.06-0.08 -> 0.13-0.15 (first and last 20
     iterations, at least 1.9x). Greedy success, which this test asked to gain 0.12 in 100
     iterations on earlier builds, gained 0.06-0.13 in 100-300 iterations on these."""
