@@ -265,6 +265,15 @@ class DreamConfig(_Section):
         "iterations), it is dropped and Dyna's planning steps skip the iteration "
         "(clicker.dream.probe); None: off (the gap is still logged)")
     gap_window: int = Field(1, ge=1, description="dyna/max_outcome_gap: iterations pooled")
+    replay_episodes: int = Field(0, ge=0, description="replay check: real episodes per "
+                                 "iteration whose actions the world model replays, before it "
+                                 "trains on them, to compare the dream's outcome with the real "
+                                 "one (dream/wm/replay_*; clicker.dream.replay); 0: off")
+    min_replay_match: float = Field(0.0, ge=0, le=1, description="dyna/branch: dream only while "
+                                    "the share of replayed real episodes whose dream ends at "
+                                    "the same turn with the same return is at least this; 0: "
+                                    "always")
+    replay_window: int = Field(1, ge=1, description="replay check: iterations pooled")
 
     @property
     def enabled(self) -> bool:
@@ -288,6 +297,9 @@ class DreamConfig(_Section):
         if self.min_agreement and (self.wm_members < 2 or self.oracle):
             raise ValueError("dream.min_agreement is the agreement of a learned world model "
                              "ensemble: set dream.wm_members >= 2 (and dream.oracle false)")
+        if self.min_replay_match and not self.replay_episodes:
+            raise ValueError("dream.min_replay_match gates dreams on replayed real episodes: "
+                             "set dream.replay_episodes > 0 too")
         if self.judge == "steps" and not (self.min_agreement and self.doubt == "cut"):
             raise ValueError("dream.judge=steps judges every step of a dream against "
                              "dream.min_agreement and cuts it at the first doubted one: set "

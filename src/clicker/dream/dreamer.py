@@ -13,8 +13,10 @@ the share of rewardless steps it gives a reward above `max_false_rewards` (`trus
 reward or an end some member gives less than `min_agreement` are dropped too. Each
 iteration's first Dyna batch is also a probe (`clicker.dream.probe`): with `max_outcome_gap`,
 when its dreams' outcomes stray too far from real play on the same problems, it is dropped and
-Dyna's planning steps skip the iteration. With
-`branch`, `clicker.dream.branch` dreams K candidate actions one decision deep from real states
+Dyna's planning steps skip the iteration. With `replay_episodes`, each iteration's real
+episodes are also replayed in the dream before the model trains on them (`clicker.dream.replay`),
+and `min_replay_match` keeps Dyna and branching shut while too few dreams end as real play did.
+With `branch`, `clicker.dream.branch` dreams K candidate actions one decision deep from real states
 (`brancher` scores them) for one more policy update.
 
 All imagined tokens (Dyna episodes and the planner's dreams) are counted in
@@ -32,6 +34,7 @@ from clicker.dream.ensemble import WorldModelEnsemble, lowest
 from clicker.dream.members import member_model
 from clicker.dream.planner import Planner, ValueFn
 from clicker.dream.probe import OutcomeGap
+from clicker.dream.replay import ReplayCheck
 from clicker.dream.world import DreamWorld, OracleModel
 from clicker.dream.world_model import WorldModel, WorldModelConfig
 from clicker.models.policy import Policy
@@ -91,6 +94,8 @@ class Dreamer:
         self.imagined_tokens = 0  # over the run: Dyna episodes and planner dreams
         self.iterations = 0  # iterations observed (dreams start after cfg.warmup_iterations)
         self.probe = OutcomeGap(cfg.max_outcome_gap, cfg.gap_window)  # dreams vs real outcomes
+        # real episodes replayed in the dream (clicker.dream.replay)
+        self.replay = ReplayCheck(cfg.replay_episodes, cfg.min_replay_match, cfg.replay_window)
 
     @property
     def ready(self) -> bool:
@@ -100,10 +105,14 @@ class Dreamer:
         """Whether Dyna (and branching) may dream now: the world model's held-out event recall
         (rewards and ends of the last iterations' real transitions, scored before it trained
         on them) is at least `min_event_recall` and the share of held-out rewardless steps it
-        gives a reward at most `max_false_rewards`. A model that never dreams the goal makes every
-        dream a failure: training on them teaches the policy (and a value model) that nothing
-        pays; one that dreams goals where there are none teaches it to farm them."""
+        gives a reward at most `max_false_rewards`, and its replay match (real episodes' actions
+        replayed in the dream: `clicker.dream.replay`) at least `min_replay_match`. A model that
+        never dreams the goal makes every dream a failure: training on them teaches the policy
+        (and a value model) that nothing pays; one that dreams goals where there are none
+        teaches it to farm them."""
         cfg, m = self.cfg, self.model
+        if not self.replay.open:
+            return False
         if m is None:
             return True
         if cfg.min_event_recall > 0:
@@ -125,7 +134,8 @@ class Dreamer:
         self.iterations += 1
         real = [e for e in episodes if not e.imagined]
         self.probe.observe(real)
-        return self.model.observe(real) if self.model is not None else {}
+        metrics = self.replay.measure(self.world, real)  # held out: before the model trains
+        return metrics | (self.model.observe(real) if self.model is not None else {})
 
     def imagine(self, iteration: int, group_offset: int, generator: torch.Generator | None,
                 seen: list[int] | None = None, round: int = 0
@@ -215,7 +225,7 @@ class Dreamer:
 
     def state_dict(self) -> dict:
         state = {"imagined_tokens": self.imagined_tokens, "iterations": self.iterations,
-                 "probe": self.probe.state_dict()}
+                 "probe": self.probe.state_dict(), "replay": self.replay.state_dict()}
         if self.model is not None:
             state["world_model"] = self.model.state_dict()
         return state
@@ -224,5 +234,6 @@ class Dreamer:
         self.imagined_tokens = int(state.get("imagined_tokens", 0))
         self.iterations = int(state.get("iterations", 0))
         self.probe.load_state_dict(state.get("probe", {}))
+        self.replay.load_state_dict(state.get("replay", {}))
         if self.model is not None and "world_model" in state:
             self.model.load_state_dict(state["world_model"])
