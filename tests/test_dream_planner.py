@@ -135,6 +135,7 @@ def test_dreams_in_the_loop_are_counted_apart_and_weighted(tmp_path, tiny_dir):
     with_events = [r for r in learned if "dream/wm/event_recall" in r]
     assert series["wm_event_recall"] == [r["dream/wm/event_recall"] for r in with_events]
     assert series["wm_event_tokens"] == [r["world/tokens"] for r in with_events]
+    assert series["wm_replay_match"] == []  # no replay check in this run
     assert dream_series(tmp_path / "plain", [0, 1]) is None
 
 
@@ -150,7 +151,9 @@ def test_report_plots_the_world_models_accuracy(tmp_path):
                                                              "success": [0.1, 0.2]}],
                                                    "dream": [curve, curve | {
                                                        "wm_event_tokens": [20.0, 90.0],
-                                                       "wm_event_recall": [0.0, 0.8]}]}}
+                                                       "wm_event_recall": [0.0, 0.8],
+                                                       "wm_replay_tokens": [20.0, 90.0],
+                                                       "wm_replay_match": [0.1, 0.6]}]}}
     path = tmp_path / "c.png"
     width = _plot_curves("t", t, ["grpo", "dream"], _colours(["grpo", "dream"]), path)
     assert width == 7.5 + 2 * 3.5 and path.stat().st_size > 0

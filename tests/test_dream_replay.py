@@ -98,10 +98,13 @@ def test_the_check_pools_iterations_and_gates(random_policy):
     m = check.measure(calm, eps)
     assert m["dream/wm/replay_match"] == 0.5 and m["dream/wm/replay_missed_reward"] == 0.5
     assert m["dream/wm/replay_false_reward"] == 0.0 and m["dream/wm/replay_return_error"] == 0.5
+    assert m["dream/wm/replay_rewarded_match"] == 0.0  # neither goal episode replayed right
     assert not check.open
     m = check.measure(exact, eps)  # 4 of 4 pooled with 2 of 4
     assert m["dream/wm/replay_match_pooled"] == 0.75 and check.open
-    check.measure(exact, eps)  # the first iteration leaves the window
+    assert m["dream/wm/replay_rewarded_match"] == 1.0
+    assert "dream/wm/replay_rewarded_match" not in check.measure(exact, eps[2:])  # no goal
+    check.measure(exact, eps)  # the earlier iterations leave the window
     assert check.pooled == 1.0
     again = ReplayCheck(episodes=4, threshold=0.75, window=2)
     again.load_state_dict(check.state_dict())

@@ -104,7 +104,10 @@ class ReplayCheck:
         n = len(done)
         false = sum(r.dream_return > r.real_return + 0.5 for r in done)
         missed = sum(r.dream_return < r.real_return - 0.5 for r in done)
-        return {"dream/wm/replay_match": sum(r.match for r in done) / n,
+        rewarded = [r for r in done if r.real_return > 0]
+        extra = ({"dream/wm/replay_rewarded_match": sum(r.match for r in rewarded)
+                  / len(rewarded)} if rewarded else {})
+        return extra | {"dream/wm/replay_match": sum(r.match for r in done) / n,
                 "dream/wm/replay_match_pooled": self.pooled or 0.0,
                 "dream/wm/replay_false_reward": false / n,
                 "dream/wm/replay_missed_reward": missed / n,

@@ -133,11 +133,16 @@ def _plot_curves(task: str, t: dict, methods: list[str], colours: dict, path: Pa
                   for m, cs in models.items()}
         panels.append((axes[0, extra], "wm_event_tokens", "wm_event_recall",
                        {m: cs for m, cs in recall.items() if cs}, budget, "world tokens", "--"))
+        replay = {m: [c for c in cs if len(c.get("wm_replay_match") or []) > 1]
+                  for m, cs in models.items()}
+        panels.append((axes[0, extra], "wm_replay_tokens", "wm_replay_match",
+                       {m: cs for m, cs in replay.items() if cs}, budget, "world tokens", ":"))
     for ax, key, ykey, by_method, end, label, ls in panels:
         grid = np.linspace(0.0, end, GRID_POINTS)
         for m, cs in by_method.items():
             ci = _mean_ci([c[key] for c in cs], [c[ykey] for c in cs], grid)
-            name = f"{m} (n={len(cs)})" if ls == "-" else f"{m}: event recall"
+            name = {"-": f"{m} (n={len(cs)})", "--": f"{m}: event recall",
+                    ":": f"{m}: replay match"}[ls]
             ax.plot(grid, ci.point, color=colours[m], lw=2, ls=ls, label=name)
             ax.fill_between(grid, ci.low, ci.high, color=colours[m], alpha=0.18 if ls == "-"
                             else 0.08, lw=0)
@@ -156,7 +161,8 @@ def _plot_curves(task: str, t: dict, methods: list[str], colours: dict, path: Pa
         axes[0, 1].set_title("dreaming methods", fontsize=11, loc="left")
     if models:
         axes[0, extra].set_title("world model, held out:\nexact observations (solid),\n"
-                                 "rewards and ends right (dashed)", fontsize=10, loc="left")
+                                 "rewards and ends right (dashed),\nepisodes replayed right "
+                                 "(dotted)", fontsize=10, loc="left")
     if curves:
         axes[0, 0].legend(frameon=False, fontsize=9, loc="best")
     else:

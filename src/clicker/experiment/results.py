@@ -52,8 +52,8 @@ def load_curve(run_dir: Path, with_iterations: bool = False):
 
 def dream_series(run_dir: Path, iterations: list[int]) -> dict[str, list[float]] | None:
     """A dreaming run's imagined tokens at each of `iterations` (its eval points) and its world
-    model's held-out exact-observation rate and event recall (rewards and ends predicted
-    right) over training (per iteration that has them, against world tokens); None for a run
+    model's held-out exact-observation rate, event recall (rewards and ends predicted right)
+    and replay match (whole real episodes replayed right: `clicker.dream.replay`) over training (per iteration that has them, against world tokens); None for a run
     that never dreamed."""
     from clicker.train.metrics import read_metrics
 
@@ -68,11 +68,14 @@ def dream_series(run_dir: Path, iterations: list[int]) -> dict[str, list[float]]
         imagined.append(float(seen))
     wm = [r for r in rows if r.get("dream/wm/obs_exact") is not None]
     ev = [r for r in rows if r.get("dream/wm/event_recall") is not None]
+    rp = [r for r in rows if r.get("dream/wm/replay_match") is not None]
     return {"imagined_tokens": imagined,
             "wm_world_tokens": [float(r["world/tokens"]) for r in wm],
             "wm_obs_exact": [float(r["dream/wm/obs_exact"]) for r in wm],
             "wm_event_tokens": [float(r["world/tokens"]) for r in ev],
-            "wm_event_recall": [float(r["dream/wm/event_recall"]) for r in ev]}
+            "wm_event_recall": [float(r["dream/wm/event_recall"]) for r in ev],
+            "wm_replay_tokens": [float(r["world/tokens"]) for r in rp],
+            "wm_replay_match": [float(r["dream/wm/replay_match"]) for r in rp]}
 
 
 def _num(x: Any) -> float | None:
