@@ -100,15 +100,22 @@ def test_the_check_pools_iterations_and_gates(random_policy):
     assert m["dream/wm/replay_false_reward"] == 0.0 and m["dream/wm/replay_return_error"] == 0.5
     assert m["dream/wm/replay_rewarded_match"] == 0.0  # neither goal episode replayed right
     assert not check.open
-    m = check.measure(exact, eps)  # 4 of 4 pooled with 2 of 4
-    assert m["dream/wm/replay_match_pooled"] == 0.75 and check.open
+    m = check.measure(exact, eps)  # pooled: 6 of 8 in all, but only 2 of the 4 paid ones
+    assert m["dream/wm/replay_match_pooled"] == 0.75 and not check.open
     assert m["dream/wm/replay_rewarded_match"] == 1.0
-    assert "dream/wm/replay_rewarded_match" not in check.measure(exact, eps[2:])  # no goal
-    check.measure(exact, eps)  # the earlier iterations leave the window
-    assert check.pooled == 1.0
+    assert m["dream/wm/replay_rewarded_match_pooled"] == 0.5
+    check.measure(exact, eps)  # the calm model's iteration leaves the window
+    assert check.pooled() == check.pooled(paid=True) == check.pooled(paid=False) == 1.0
+    assert check.open
     again = ReplayCheck(episodes=4, threshold=0.75, window=2)
     again.load_state_dict(check.state_dict())
-    assert again.pooled == 1.0 and again.open
+    assert again.pooled(paid=True) == 1.0 and again.open
+    # a model that never dreams a reward matches every unpaid episode; with no paid episode in
+    # the window its rewards are unchecked, and the gate stays shut
+    unpaid = ReplayCheck(episodes=4, threshold=0.75)
+    m = unpaid.measure(calm, eps[2:])
+    assert m["dream/wm/replay_match"] == 1.0 and "dream/wm/replay_rewarded_match" not in m
+    assert not unpaid.open
     few = ReplayCheck(episodes=2)
     assert few.open and len(replay(exact, eps[::2])) == 2
     few.measure(exact, eps)
@@ -139,22 +146,24 @@ def test_an_untrained_world_model_is_gated_out_of_dyna(random_policy):
     assert exact.observe(_episodes(world, random_policy))["dream/wm/replay_match"] == 1.0
     dreams, _ = exact.imagine(0, 1, gen, seen=[0])
     assert len(dreams) == 2 and all(e.imagined for e in dreams)
-    assert exact.state_dict()["replay"] == {"results": [[True] * 4]}
+    assert exact.state_dict()["replay"] == {"results": [[[True, True]] * 2 + [[True, False]] * 2]}
 
 
 def test_the_replay_check_in_the_loop(tmp_path, tiny_dir):
     """In training every iteration logs its replay match, measured on real episodes only; the
-    exact model matches them all, so Dyna runs every iteration."""
+    exact model matches them all, so Dyna runs in every iteration with a paid episode."""
     from clicker.train.loop import train
 
     sets = ["task.name=keydoor", "task.args={rooms: 2}", "rollout.prompts=2",
             "rollout.group_size=4", "train.iterations=2", "train.eval_every=0",
             "train.progress=false", "train.checkpoint_every=0", "update.lr=1e-4",
             "dream.dyna=true", "dream.oracle=true", "dream.warmup_iterations=0",
-            "dream.dyna_prompts=1", "dream.replay_episodes=4", "dream.min_replay_match=1.0"]
+            "dream.dyna_prompts=1", "dream.replay_episodes=8", "dream.min_replay_match=1.0"]
     train(build_config({}, sets), tmp_path / "replay")
     rows = [json.loads(line) for line in (tmp_path / "replay" / "metrics.jsonl").open()]
     assert len(rows) == 2
     for r in rows:
         assert r["dream/wm/replay_match"] == 1.0 and r["dream/wm/replay_return_error"] == 0.0
-        assert r["dream/dyna/episodes"] == 4 and r["world/tokens"] > 0
+        paid = "dream/wm/replay_rewarded_match" in r  # the gate needs a paid episode to check
+        assert r["dream/dyna/episodes"] == (4 if paid else 0) and r["world/tokens"] > 0
+    assert any("dream/wm/replay_rewarded_match" in r for r in rows)

@@ -271,8 +271,8 @@ class DreamConfig(_Section):
                                  "one (dream/wm/replay_*; clicker.dream.replay); 0: off")
     min_replay_match: float = Field(0.0, ge=0, le=1, description="dyna/branch: dream only while "
                                     "the share of replayed real episodes whose dream ends at "
-                                    "the same turn with the same return is at least this; 0: "
-                                    "always")
+                                    "the same turn with the same return is at least this, "
+                                    "among the paid ones and among the unpaid ones; 0: always")
     replay_window: int = Field(1, ge=1, description="replay check: iterations pooled")
 
     @property

@@ -15,8 +15,9 @@ episode *matches* when the dream's return equals the real one (within 0.5) and t
 the same turn (a real episode the env ended at turn n; one cut short by the runner's turn limit
 must not be ended earlier). With `dream.min_replay_match`, Dyna and branched dreams are made
 only while the share of matches, pooled over the last `replay_window` iterations, is at least
-that: a model that cannot replay real play's outcomes on layouts it has not trained on must not
-dream new ones. No world token is spent: the episodes were played already.
+that among the paid episodes and among the unpaid ones (`ReplayCheck`): a model that cannot
+replay real play's outcomes on layouts it has not trained on must not dream new ones. No world
+token is spent: the episodes were played already.
 
 For keydoor's fresh layouts this is the direct test: the replayed episodes come from layouts
 the model has not read (each iteration draws new ones), which is what `dyna_problems: fresh`
@@ -79,7 +80,14 @@ def replay(world: DreamWorld, episodes: Sequence[Episode]) -> list[Replayed]:
 
 class ReplayCheck:
     """The replay match of each iteration (see the module doc), pooled over `window`
-    iterations, and whether it lets dreams be made (`open`)."""
+    iterations, and whether it lets dreams be made (`open`).
+
+    The gate asks for `threshold` among the paid episodes (the real return was positive) and
+    among the unpaid ones separately, each pooled over the window: where real play rarely
+    succeeds, a model that never dreams a reward matches nearly every episode (on keydoor_long
+    15 of 16 once, with 0 of the paid one right: the fifteenth round, README), and those are
+    the dreams that teach nothing pays. A window without a paid episode keeps the gate shut
+    (the model's rewards are unchecked)."""
 
     def __init__(self, episodes: int, threshold: float = 0.0, window: int = 1):
         if episodes < 0:
@@ -89,7 +97,7 @@ class ReplayCheck:
         if threshold > 0 and episodes == 0:
             raise ValueError("a replay threshold needs replayed episodes: set replay_episodes > 0")
         self.episodes, self.threshold = episodes, threshold
-        self.results: deque[list[bool]] = deque(maxlen=window)
+        self.results: deque[list[tuple[bool, bool]]] = deque(maxlen=window)  # (match, paid)
 
     def measure(self, world: DreamWorld, real: Sequence[Episode]) -> dict[str, float]:
         """Replay up to `episodes` of these real episodes (spread evenly over them) and return
@@ -100,35 +108,39 @@ class ReplayCheck:
         stride = max(1, len(real) // self.episodes)
         chosen = real[::stride][: self.episodes]
         done = replay(world, chosen)
-        self.results.append([r.match for r in done])
+        self.results.append([(r.match, r.real_return > 0) for r in done])
         n = len(done)
         false = sum(r.dream_return > r.real_return + 0.5 for r in done)
         missed = sum(r.dream_return < r.real_return - 0.5 for r in done)
         rewarded = [r for r in done if r.real_return > 0]
         extra = ({"dream/wm/replay_rewarded_match": sum(r.match for r in rewarded)
                   / len(rewarded)} if rewarded else {})
-        return extra | {"dream/wm/replay_match": sum(r.match for r in done) / n,
-                "dream/wm/replay_match_pooled": self.pooled or 0.0,
-                "dream/wm/replay_false_reward": false / n,
-                "dream/wm/replay_missed_reward": missed / n,
-                "dream/wm/replay_return_error": sum(abs(r.dream_return - r.real_return)
-                                                    for r in done) / n}
+        return extra | {
+            "dream/wm/replay_match": sum(r.match for r in done) / n,
+            "dream/wm/replay_match_pooled": self.pooled() or 0.0,
+            "dream/wm/replay_rewarded_match_pooled": self.pooled(paid=True) or 0.0,
+            "dream/wm/replay_false_reward": false / n,
+            "dream/wm/replay_missed_reward": missed / n,
+            "dream/wm/replay_return_error": sum(abs(r.dream_return - r.real_return)
+                                                for r in done) / n}
 
-    @property
-    def pooled(self) -> float | None:
-        flat = [m for ms in self.results for m in ms]
+    def pooled(self, paid: bool | None = None) -> float | None:
+        """The share of matches over the window: of all replayed episodes (None), of the paid
+        ones (True) or of the unpaid ones (False); None when there are none."""
+        flat = [m for ms in self.results for m, p in ms if paid is None or p == paid]
         return sum(flat) / len(flat) if flat else None
 
     @property
     def open(self) -> bool:
         if self.threshold <= 0:
             return True
-        pooled = self.pooled
-        return pooled is not None and pooled >= self.threshold
+        shares = (self.pooled(paid=True), self.pooled(paid=False))
+        return all(x is not None and x >= self.threshold for x in shares)
 
     def state_dict(self) -> dict:
-        return {"results": [list(ms) for ms in self.results]}
+        return {"results": [[list(r) for r in ms] for ms in self.results]}
 
     def load_state_dict(self, state: dict) -> None:
         self.results.clear()
-        self.results.extend([bool(m) for m in ms] for ms in state.get("results", []))
+        self.results.extend([(bool(m), bool(p)) for m, p in ms]
+                            for ms in state.get("results", []))
