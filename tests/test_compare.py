@@ -218,3 +218,23 @@ def test_benchmark_specs_of_record_plan_their_runs(tmp_path):
             if r.method == "value_turn"]
     assert turn and all(r.cfg.credit.value.steps == "turn" and r.cfg.credit.value.replay == 3
                         for r in turn)
+
+
+def test_a_runs_threads_follow_the_jobs_asked_for_not_the_runs_left(tmp_path, monkeypatch):
+    """A resumed compare with one run left gives it the threads it would have had in the
+    whole compare (cores // jobs): its samples depend on its thread count."""
+    from clicker.core.config import build_config
+    from clicker.experiment import runs as runs_mod
+
+    seen = {}
+    monkeypatch.setattr(runs_mod.os, "cpu_count", lambda: 4)
+    monkeypatch.setattr(runs_mod, "_build_tiny_models", lambda todo: None)
+    monkeypatch.setattr(runs_mod, "_execute", lambda todo, runs, jobs, threads, *a: seen.update(
+        jobs=jobs, threads=threads, todo=len(todo)) or {})
+    cfg = build_config({}, [])
+    rs = [runs_mod.Run("t", "m", s, cfg, tmp_path / f"seed{s}") for s in range(3)]
+    for r in rs[:2]:
+        r.run_dir.mkdir()
+        (r.run_dir / "summary.json").write_text("{}")
+    runs_mod.execute(rs, jobs=2)
+    assert seen == {"jobs": 1, "threads": 2, "todo": 1}

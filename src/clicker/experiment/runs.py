@@ -229,8 +229,12 @@ def execute(runs: list[Run], jobs: int) -> dict[str, str]:
     budgets = {r.task: r.cfg.train.world_token_budget or 0 for r in runs}
     if not todo:
         return failures
+    # torch threads per run from the jobs asked for, not from the runs left: a run's float
+    # reductions (and so its samples) depend on its thread count, so a resumed compare whose
+    # last run would otherwise get every core gives that run other numbers than the same run in
+    # an uninterrupted compare (found rerunning one seed of the fifteenth round, README)
+    threads = max(1, (os.cpu_count() or 1) // max(1, jobs))
     jobs = min(jobs, len(todo))
-    threads = max(1, (os.cpu_count() or 1) // jobs)
     _build_tiny_models(todo)
     ctx = multiprocessing.get_context("spawn")
     # `kill` (SIGTERM) stops the workers as Ctrl-C does, instead of leaving them orphaned
