@@ -160,6 +160,9 @@ def test_report_plots_the_world_models_accuracy(tmp_path):
     for c in t["curves"]["dream"]:
         del c["wm_obs_exact"]
     assert _plot_curves("t", t, ["grpo", "dream"], _colours(["grpo", "dream"]), path) == 11.0
+    for c in t["curves"]["dream"]:  # every dream gated off: no imagined-token panel
+        c["imagined_tokens"] = [0.0, 0.0, 0.0]
+    assert _plot_curves("t", t, ["grpo", "dream"], _colours(["grpo", "dream"]), path) == 7.5
 
 
 def test_dreamer_weighs_imagined_rows_only(policy):

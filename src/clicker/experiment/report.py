@@ -109,7 +109,9 @@ def _plot_curves(task: str, t: dict, methods: list[str], colours: dict, path: Pa
     curves = {m: [c for c in t.get("curves", {}).get(m, []) if c.get("world_tokens")]
               for m in methods}
     curves = {m: cs for m, cs in curves.items() if cs}
-    dreamers = {m: [c for c in cs if c.get("imagined_tokens")] for m, cs in curves.items()}
+    # a dreaming method whose dreams were all gated off has no imagined tokens to plot
+    dreamers = {m: [c for c in cs if any(c.get("imagined_tokens") or ())]
+                for m, cs in curves.items()}
     dreamers = {m: cs for m, cs in dreamers.items() if cs}
     budget = _num(t.get("budget")) or max(
         (max(c["world_tokens"]) for cs in curves.values() for c in cs), default=1.0)
