@@ -23,7 +23,7 @@ from collections import Counter
 
 import torch
 
-from clicker.dream.replay import Replayed
+from clicker.dream.replay import Replayed, replay
 from clicker.dream.transcript import episode_transitions
 from clicker.dream.world import DreamWorld
 from clicker.dream.world_model import WorldModel, WorldModelConfig
@@ -47,30 +47,20 @@ def replay_steps(dream: DreamWorld, episodes) -> tuple[list[Replayed], Counter, 
     """Replay each episode's actions in the dream; the Replayed results and Counters of
     (how, kind) of each unmatched episode's first reply with a wrong header and of its first
     reply with other text."""
-    envs = [dream.make(e.meta["split"], int(e.meta["index"])) for e in episodes]
-    for env in envs:
-        env.reset()
-    returns, ends = [0.0] * len(episodes), [None] * len(episodes)
     first: list[tuple[str, str] | None] = [None] * len(episodes)
     text: list[tuple[str, str] | None] = [None] * len(episodes)
-    for t in range(max(len(e.turns) for e in episodes)):
-        live = [i for i, e in enumerate(episodes) if t < len(e.turns) and ends[i] is None]
-        if not live:
-            break
-        steps = dream.step_many([envs[i] for i in live], [episodes[i].turns[t].action for i in live])
-        for i, s in zip(live, steps):
-            real = episodes[i].turns[t]
-            real_done = t == len(episodes[i].turns) - 1
-            returns[i] += s.reward
-            if s.done:
-                ends[i] = t + 1
-            k = kind(real.feedback)
-            if first[i] is None and (s.reward != real.reward or s.done != real_done):
-                first[i] = ("malformed" if envs[i].malformed else "header", k)
-            if text[i] is None and s.observation != real.observation:
-                text[i] = ("text", k)
-    done = [Replayed(e.reward, r, len(e.turns), end, not e.truncated)
-            for e, r, end in zip(episodes, returns, ends)]
+    envs = {}
+
+    def watch(i, t, s, env) -> None:
+        real, envs[i] = episodes[i].turns[t], env
+        k = kind(real.feedback)
+        if first[i] is None and (s.reward != real.reward
+                                 or s.done != (t == len(episodes[i].turns) - 1)):
+            first[i] = ("malformed" if env.malformed else "header", k)
+        if text[i] is None and s.observation != real.observation:
+            text[i] = ("text", k)
+
+    done = replay(dream, episodes, watch)
     missed = [i for i, r in enumerate(done) if r.real_return > 0 and not r.match]
     if missed:  # one goal episode the dream missed: its real and dreamed transcripts
         i = missed[0]

@@ -61,8 +61,13 @@ def test_an_exact_model_replays_every_real_outcome(random_policy):
     world = KeyDoor(rooms=3, max_turns=8)
     eps = _episodes(world, random_policy)
     assert [e.reward for e in eps] == [1.0, 1.0, 0.0, 0.0] and len(eps[2].turns) == 8
-    done = replay(DreamWorld(world, OracleModel(world), random_policy), eps)
+    seen = []
+    done = replay(DreamWorld(world, OracleModel(world), random_policy), eps,
+                  watch=lambda i, t, s, env: seen.append((i, t, s.observation)))
     assert all(r.match for r in done)
+    # the watcher saw every dreamed step, each as the real env answered it
+    assert sorted(seen) == sorted((i, t, turn.observation) for i, e in enumerate(eps)
+                                  for t, turn in enumerate(e.turns))
     assert [r.dream_end for r in done] == [len(e.turns) for e in eps]
     assert [r.dream_return for r in done] == [1.0, 1.0, 0.0, 0.0]
     with pytest.raises(ValueError, match="imagined"):

@@ -27,11 +27,12 @@ dreams.
 from __future__ import annotations
 
 from collections import deque
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from clicker.core.types import Episode
-from clicker.dream.world import DreamWorld
+from clicker.dream.world import DreamEnv, DreamWorld
+from clicker.tasks.base import Step
 
 
 @dataclass(frozen=True)
@@ -53,10 +54,12 @@ class Replayed:
         return self.dream_end is None or self.dream_end >= self.real_turns
 
 
-def replay(world: DreamWorld, episodes: Sequence[Episode]) -> list[Replayed]:
+def replay(world: DreamWorld, episodes: Sequence[Episode],
+           watch: Callable[[int, int, Step, DreamEnv], None] | None = None) -> list[Replayed]:
     """Replay each real episode's actions in `world` (all episodes stepped together, one
-    predictor call per turn). Imagined episodes are refused: a dream replayed in a dream
-    checks nothing."""
+    predictor call per turn). `watch(i, t, step, env)` sees each dreamed step (episode i, turn
+    t from 0) as it is made (`benchmarks/wm_episode_replay.py` finds where a dream first
+    strays). Imagined episodes are refused: a dream replayed in a dream checks nothing."""
     if any(e.imagined for e in episodes):
         raise ValueError("replay: imagined episodes cannot be checked against a dream")
     envs = [world.make(e.meta.get("split", "train"), int(e.meta["index"])) for e in episodes]
@@ -69,11 +72,14 @@ def replay(world: DreamWorld, episodes: Sequence[Episode]) -> list[Replayed]:
         live = [i for i, e in enumerate(episodes) if t < len(e.turns) and ends[i] is None]
         if not live:
             break
-        steps = world.step_many([envs[i] for i in live], [episodes[i].turns[t].action for i in live])
+        steps = world.step_many([envs[i] for i in live],
+                                [episodes[i].turns[t].action for i in live])
         for i, s in zip(live, steps):
             returns[i] += s.reward
             if s.done:
                 ends[i] = t + 1
+            if watch is not None:
+                watch(i, t, s, envs[i])
     return [Replayed(e.reward, r, len(e.turns), end, not e.truncated)
             for e, r, end in zip(episodes, returns, ends)]
 

@@ -128,24 +128,19 @@ def _plot_curves(task: str, t: dict, methods: list[str], colours: dict, path: Pa
         top = max(max(c["imagined_tokens"]) for cs in dreamers.values() for c in cs) or 1.0
         panels.append((axes[0, 1], "imagined_tokens", "success", dreamers, top,
                        "imagined tokens", "-"))
-    if models:  # the world model's held-out exact observations and event recall over training
-        panels.append((axes[0, extra], "wm_world_tokens", "wm_obs_exact", models, budget,
-                       "world tokens", "-"))
-        recall = {m: [c for c in cs if len(c.get("wm_event_recall") or []) > 1]
-                  for m, cs in models.items()}
-        panels.append((axes[0, extra], "wm_event_tokens", "wm_event_recall",
-                       {m: cs for m, cs in recall.items() if cs}, budget, "world tokens", "--"))
-        replay = {m: [c for c in cs if len(c.get("wm_replay_match") or []) > 1]
-                  for m, cs in models.items()}
-        panels.append((axes[0, extra], "wm_replay_tokens", "wm_replay_match",
-                       {m: cs for m, cs in replay.items() if cs}, budget, "world tokens", ":"))
+    if models:  # the world model's held-out accuracy over training, one line style a measure
+        for x, y, ls in (("wm_world_tokens", "wm_obs_exact", "-"),
+                         ("wm_event_tokens", "wm_event_recall", "--"),
+                         ("wm_replay_tokens", "wm_replay_match", ":")):
+            have = {m: [c for c in cs if len(c.get(y) or []) > 1] for m, cs in models.items()}
+            panels.append((axes[0, extra], x, y, {m: cs for m, cs in have.items() if cs}, budget,
+                           "world tokens", ls))
     for ax, key, ykey, by_method, end, label, ls in panels:
         grid = np.linspace(0.0, end, GRID_POINTS)
         for m, cs in by_method.items():
             ci = _mean_ci([c[key] for c in cs], [c[ykey] for c in cs], grid)
-            name = {"-": f"{m} (n={len(cs)})", "--": f"{m}: event recall",
-                    ":": f"{m}: replay match"}[ls]
-            ax.plot(grid, ci.point, color=colours[m], lw=2, ls=ls, label=name)
+            # only the first panel has a legend; the others' titles name their lines
+            ax.plot(grid, ci.point, color=colours[m], lw=2, ls=ls, label=f"{m} (n={len(cs)})")
             ax.fill_between(grid, ci.low, ci.high, color=colours[m], alpha=0.18 if ls == "-"
                             else 0.08, lw=0)
         if _num(t.get("target")) is not None and ykey == "success":

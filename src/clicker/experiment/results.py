@@ -53,8 +53,8 @@ def load_curve(run_dir: Path, with_iterations: bool = False):
 def dream_series(run_dir: Path, iterations: list[int]) -> dict[str, list[float]] | None:
     """A dreaming run's imagined tokens at each of `iterations` (its eval points) and its world
     model's held-out exact-observation rate, event recall (rewards and ends predicted right)
-    and replay match (whole real episodes replayed right: `clicker.dream.replay`) over training (per iteration that has them, against world tokens); None for a run
-    that never dreamed."""
+    and replay match (whole real episodes replayed right: `clicker.dream.replay`) over training
+    (per iteration that has them, against world tokens); None for a run that never dreamed."""
     from clicker.train.metrics import read_metrics
 
     rows = sorted(read_metrics(run_dir), key=lambda r: r["iteration"])
