@@ -1,0 +1,107 @@
+"""Issue 7 probe, offline: can the tiny world model learn keydoor_long's rules at all, given
+one whole run's worth of real episodes and as much training as it wants?
+
+keydoor_long's layouts (3 rooms) all have one shape: the start room is the middle of a
+corridor with the locked door on one side and the key room (one exit, the way back) on the
+other; the goal is behind the door. So every reply is a function of the transcript so far except
+the key room's label (the replay check ignores observations' text: it compares return and end).
+A world model that learned the rules would replay every held-out episode right.
+
+All of `benchmarks/wm_replay_probe.py`'s 24 cached batches of the initial policy's train
+episodes (~190k tokens, about a 160k-token run's data) go into the buffer at once, then the
+model trains in chunks of `steps` minibatches; after each chunk: the replay match over 64 test
+episodes (all, and the successful ones), teacher-forced replies right up to room labels by
+kind of real step, and the mean training loss.
+
+    python benchmarks/wm_capacity.py '{"steps": 250, "lr": 5e-4, "augment": 1.0}' 8
+
+(the JSON is `WorldModelConfig`'s fields, buffer raised to hold every episode; the second
+argument is the number of chunks; a third, `fresh`, starts the world model from random
+weights of the policy's shape instead of a copy of the policy; one thread, CPU.)"""
+import json
+import re
+import sys
+import time
+from collections import Counter
+from dataclasses import replace
+
+import torch
+
+from clicker.dream.replay import replay
+from clicker.dream.transcript import episode_transitions
+from clicker.dream.world import DreamWorld
+from clicker.dream.world_model import WorldModel, WorldModelConfig
+
+sys.path.insert(0, "benchmarks")
+from wm_episode_replay import kind
+from wm_replay_probe import policy, probe_episodes, world
+
+TEST = 64
+
+
+def blind(text: str) -> str:
+    """Observation text with room labels masked (a new room's label cannot be known)."""
+    return re.sub(r"R\d+", "R#", text)
+
+
+def fresh_weights(model: torch.nn.Module, seed: int) -> None:
+    """Random weights of the same shape in place (norms 1, the rest N(0, 0.02), as Llama
+    initialises; `init_weights()` leaves an already initialised model as it is)."""
+    torch.manual_seed(seed)
+    with torch.no_grad():
+        for name, w in model.named_parameters():
+            w.fill_(1.0) if "norm" in name else w.normal_(0.0, 0.02)
+
+
+def teacher_forced(wm: WorldModel, test) -> dict[str, str]:
+    """Greedy replies right up to room labels (header and `blind` text) by kind of real step:
+    'right/all'."""
+    right, seen = Counter(), Counter()
+    for e in test:
+        ts = episode_transitions(e, 20, wm.max_history)
+        preds = wm.predict_histories([list(t.history) for t in ts])
+        for t, p, turn in zip(ts, preds, e.turns):
+            k = kind(turn.feedback)
+            seen[k] += 1
+            right[k] += (p.ok and p.reward == t.reward and p.done == t.done
+                         and blind(p.observation) == blind(t.observation))
+    return {k: f"{right[k]}/{n}" for k, n in seen.most_common()}
+
+
+def setup(chunks: int) -> tuple[dict, WorldModel, int]:
+    """The cached episodes, a world model from the command line (config JSON, buffer raised
+    to hold everything; `fresh` weights when asked) and the number of chunks."""
+    eps = probe_episodes()
+    cfg = WorldModelConfig(**(json.loads(sys.argv[1]) if len(sys.argv) > 1 else {}))
+    wm = WorldModel.from_policy(policy, replace(cfg, buffer=10**6), max_turns=20,
+                                symmetry=world.symmetry)
+    if "fresh" in sys.argv[3:]:
+        fresh_weights(wm.model, cfg.seed)
+    return eps, wm, int(sys.argv[2]) if len(sys.argv) > 2 else chunks
+
+
+def main() -> None:
+    eps, wm, chunks = setup(8)
+    cfg = wm.cfg
+    for batch in eps["train"]:
+        for e in batch:
+            wm.add(episode_transitions(e, 20, wm.max_history))
+    dream = DreamWorld(world, wm, policy)
+    test = eps["test"][:TEST]
+    print(cfg, f"buffer {wm.size} transitions; {sum(e.success for e in test)} of {len(test)} "
+          "test episodes reach the goal", flush=True)
+    t0 = time.time()
+    for c in range(chunks):
+        loss = wm.fit()
+        with torch.no_grad():
+            done = replay(dream, test)
+            tf = teacher_forced(wm, test)
+        goals = [r for r in done if r.real_return > 0]
+        print(f"steps {(c + 1) * cfg.steps:5d}  loss {loss:.4f}  replay match "
+              f"{sum(r.match for r in done) / len(done):.2f}  goal episodes "
+              f"{sum(r.match for r in goals)}/{len(goals)}  teacher-forced right up to labels {tf}  "
+              f"{time.time() - t0:.0f}s", flush=True)
+
+
+if __name__ == "__main__":
+    main()
