@@ -28,7 +28,7 @@ from dataclasses import replace
 import torch
 
 from clicker.dream.replay import replay
-from clicker.dream.transcript import episode_transitions
+from clicker.dream.transcript import Prediction, Transition, episode_transitions
 from clicker.dream.world import DreamWorld
 from clicker.dream.world_model import WorldModel, WorldModelConfig
 
@@ -42,6 +42,12 @@ TEST = 64
 def blind(text: str) -> str:
     """Observation text with room labels masked (a new room's label cannot be known)."""
     return re.sub(r"R\d+", "R#", text)
+
+
+def is_right(p: Prediction, t: Transition) -> bool:
+    """The greedy reply has the real reward and end, and the real text up to room labels."""
+    return (p.ok and p.reward == t.reward and p.done == t.done
+            and blind(p.observation) == blind(t.observation))
 
 
 def fresh_weights(model: torch.nn.Module, seed: int) -> None:
@@ -63,8 +69,7 @@ def teacher_forced(wm: WorldModel, test) -> dict[str, str]:
         for t, p, turn in zip(ts, preds, e.turns):
             k = kind(turn.feedback)
             seen[k] += 1
-            right[k] += (p.ok and p.reward == t.reward and p.done == t.done
-                         and blind(p.observation) == blind(t.observation))
+            right[k] += is_right(p, t)
     return {k: f"{right[k]}/{n}" for k, n in seen.most_common()}
 
 

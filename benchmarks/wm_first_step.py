@@ -24,7 +24,7 @@ from clicker.dream.transcript import episode_transitions
 from clicker.dream.world_model import WorldModel
 
 sys.path.insert(0, "benchmarks")
-from wm_capacity import blind, setup
+from wm_capacity import is_right, setup
 from wm_episode_replay import kind
 
 SHOWN = 400
@@ -41,12 +41,12 @@ def first_steps(wm: WorldModel, episodes) -> list:
 
 
 def right_by_kind(wm: WorldModel, pairs) -> dict[str, str]:
+    """Greedy replies `is_right` by kind of real step: 'right/all' (the 5 commonest kinds)."""
     preds = wm.predict_histories([list(t.history) for t, _ in pairs])
     right, seen = Counter(), Counter()
     for (t, k), p in zip(pairs, preds):
         seen[k] += 1
-        right[k] += (p.ok and p.reward == t.reward and p.done == t.done
-                     and blind(p.observation) == blind(t.observation))
+        right[k] += is_right(p, t)
     return {k: f"{right[k]}/{n}" for k, n in seen.most_common(5)}
 
 
