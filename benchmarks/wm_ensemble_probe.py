@@ -24,7 +24,6 @@ import time
 
 from wm_replay_probe import policy, probe_episodes, world
 
-from clicker.dream.members import member_model
 from clicker.dream.transcript import episode_transitions
 from clicker.dream.world_model import WorldModel, WorldModelConfig
 
@@ -33,8 +32,8 @@ cfg, stop = json.loads(sys.argv[1]), int(sys.argv[2])
 n = int(sys.argv[3]) if len(sys.argv) > 3 else 2
 inits = sys.argv[4].split(",") if len(sys.argv) > 4 else ["policy"] * n
 offset = int(os.environ.get("CLICKER_PROBE_SEED", "0"))
-wms = [WorldModel(member_model(inits[s], policy), policy.tokenizer,
-                  WorldModelConfig(**cfg, seed=s + offset), max_turns=20, symmetry=world.symmetry)
+wms = [WorldModel.from_policy(policy, WorldModelConfig(**cfg, seed=s + offset), max_turns=20,
+                              symmetry=world.symmetry, init=inits[s], world=world)
        for s in range(n)]
 test = [t for e in eps["test"] for t in episode_transitions(e, 20, wms[0].max_history)]
 goal = [t for t in test if t.reward > 0]

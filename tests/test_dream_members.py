@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import copy
+
 import pytest
 import torch
 from pydantic import ValidationError
@@ -10,6 +12,7 @@ from transformers import AutoTokenizer
 from clicker.core.config import Config, DreamConfig, RolloutConfig
 from clicker.dream.dreamer import Dreamer
 from clicker.dream.members import member_model, parse_init
+from clicker.dream.world_model import WorldModel, WorldModelConfig
 from clicker.tasks.keydoor import KeyDoor
 
 
@@ -23,8 +26,13 @@ def test_parse_init():
     assert parse_init("tiny:3") == ("tiny", (3, "default"))
     assert parse_init("tiny:1:arith") == ("tiny", (1, "arith"))
     assert parse_init("/models/wm") == ("path", "/models/wm")
+    assert parse_init("words") == ("words", (4, 128))
+    assert parse_init("words:6x256") == ("words", (6, 256))
     for bad in ("tiny:", "tiny:x", "tiny:1:a:b", ""):
         with pytest.raises(ValueError, match="world model init"):
+            parse_init(bad)
+    for bad in ("words:", "words:6", "words:6x100", "words:0x128"):
+        with pytest.raises(ValueError, match="LAYERSxHIDDEN"):
             parse_init(bad)
 
 
@@ -52,17 +60,38 @@ def test_members_start_where_told(random_policy, tmp_path):
 
 def test_tiny_member_is_the_built_in_model(policy):
     """`tiny:0` is the built-in tiny model of seed 0: the policy's own weights here."""
-    model = member_model("tiny:0", policy)
+    model, tokenizer = member_model("tiny:0", policy)
     assert model is not policy.model and _same(model, policy.model)
+    assert tokenizer.get_vocab() == policy.tokenizer.get_vocab()
 
 
-def test_a_checkpoint_with_another_tokenizer_is_refused(random_policy, tmp_path):
-    random_policy.model.save_pretrained(tmp_path / "wm")
+def test_a_checkpoint_with_another_tokenizer_reads_the_policys_ids_as_text(random_policy,
+                                                                           tmp_path):
+    """A member whose tokenizer is not the policy's converts what it is given (the policy's ids)
+    through text; one whose tokenizer has no EOS token is refused, in one line."""
     random_policy.tokenizer.save_pretrained(tmp_path / "wm")
     changed = AutoTokenizer.from_pretrained(tmp_path / "wm")
-    changed.add_tokens(["<room>"])
+    changed.add_tokens(["exits"])  # one token for a word the policy spells letter by letter
     changed.save_pretrained(tmp_path / "wm")
-    with pytest.raises(ValueError, match="tokenizer is not the policy's"):
+    other = copy.deepcopy(random_policy.model)
+    other.resize_token_embeddings(len(changed))
+    other.save_pretrained(tmp_path / "wm")
+    model, tokenizer = member_model(str(tmp_path / "wm"), random_policy)
+    assert "exits" in tokenizer.get_vocab()
+    wm = WorldModel(model, tokenizer, WorldModelConfig(), max_turns=8,
+                    source=random_policy.tokenizer)
+    text = "R1: exits n,e.\n> e\n"
+    ids = random_policy.encode(text)
+    assert wm.source is not None and wm.own(ids) == tokenizer.encode(text,
+                                                                    add_special_tokens=False)
+    assert len(wm.own(ids)) == len(ids) - 4 and tokenizer.decode(wm.own(ids)) == text
+    same = WorldModel(model, random_policy.tokenizer, WorldModelConfig(), max_turns=8,
+                      source=random_policy.tokenizer)
+    assert same.source is None and same.own(ids) == ids
+    no_eos = AutoTokenizer.from_pretrained(tmp_path / "wm")
+    no_eos.eos_token = None
+    no_eos.save_pretrained(tmp_path / "wm")
+    with pytest.raises(ValueError, match="no EOS token"):
         member_model(str(tmp_path / "wm"), random_policy)
     with pytest.raises(FileNotFoundError):
         member_model(str(tmp_path / "nowhere"), random_policy)

@@ -210,9 +210,10 @@ class DreamConfig(_Section):
                             "as one model does")
     wm_init: list[str] = Field(default_factory=list, description="where each world model "
                                "starts, one entry per member: policy (a copy of the policy's "
-                               "LM), tiny:SEED[:RECIPE] (a built-in tiny model), or a model "
-                               "directory with the policy's tokenizer; empty: all policy "
-                               "(clicker.dream.members)")
+                               "LM), tiny:SEED[:RECIPE] (a built-in tiny model), words or "
+                               "words:LAYERSxHIDDEN (a fresh LM that reads the world's words), "
+                               "or a model directory (any tokenizer with an EOS token); "
+                               "empty: all policy (clicker.dream.members)")
     min_agreement: float = Field(0.0, ge=0, le=1, description="dyna: drop dreams with a reward "
                                  "or an end whose header some ensemble member gives a "
                                  "probability below this (needs wm_members >= 2); 0: off")

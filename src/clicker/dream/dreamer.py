@@ -31,7 +31,6 @@ from clicker.core.config import DreamConfig, RolloutConfig
 from clicker.core.types import Batch, Episode
 from clicker.dream.cut import cut_dreams, dream_reward, first_doubted
 from clicker.dream.ensemble import WorldModelEnsemble, lowest
-from clicker.dream.members import member_model
 from clicker.dream.planner import Planner, ValueFn
 from clicker.dream.probe import OutcomeGap
 from clicker.dream.replay import ReplayCheck
@@ -73,12 +72,13 @@ class Dreamer:
                 raise ValueError(f"dream.wm_augment: the world {world.name!r} declares no "
                                  "symmetries (a `symmetry(rng)` method, as keydoor's)")
             inits = cfg.wm_init or ["policy"] * cfg.wm_members
-            members = [WorldModel(member_model(init, policy), policy.tokenizer, WorldModelConfig(
+            members = [WorldModel.from_policy(policy, WorldModelConfig(
                 lr=cfg.wm_lr, steps=cfg.wm_steps, epochs=cfg.wm_epochs, batch_size=cfg.wm_batch,
                 micro_batch=cfg.wm_batch, buffer=cfg.wm_buffer, eval_max=cfg.wm_eval,
                 reward_weight=cfg.wm_reward_weight, event_share=cfg.wm_event_share,
                 augment=cfg.wm_augment, temperature=cfg.wm_temperature, seed=seed + i),
-                max_turns=max_turns, symmetry=symmetry) for i, init in enumerate(inits)]
+                max_turns=max_turns, symmetry=symmetry, init=init, world=world)
+                for i, init in enumerate(inits)]
             self.model = members[0] if len(members) == 1 else WorldModelEnsemble(members)
             predictor = self.model
         self.world = DreamWorld(world, predictor, policy)

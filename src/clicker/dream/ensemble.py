@@ -57,11 +57,13 @@ from clicker.dream.world_model import WorldModel
 
 def header_logprobs(wm: WorldModel, ts: Sequence[Transition], rows: int = 32) -> list[float]:
     """log p(each transition's reply header | its history) under wm: teacher forced, no grad,
-    histories that are prefixes of one another sharing one forward pass."""
+    histories (the policy's ids, `WorldModel.own`) that are prefixes of one another sharing one
+    forward pass."""
     out = [0.0] * len(ts)
     if not ts:
         return out
     wm.model.eval()
+    ts = wm.own_transitions(ts, cut=False)
     with torch.no_grad():
         for chunk in prefix_groups([t.history for t in ts], rows):
             groups = [(list(root), [(len(ts[i].history), wm.reply_ids(ts[i]), 1.0)
@@ -106,9 +108,10 @@ class WorldModelEnsemble:
 
     def transitions(self, episodes: Sequence[Episode]) -> list[list[Transition]]:
         """Each episode's transitions, imagined ones included."""
-        lead = self.lead
-        return [episode_transitions(e, lead.max_turns, lead.max_history, dreams=True)
-                for e in episodes]
+        lead, cap = self.lead, max(m.history_cap for m in self.members)
+        groups = [episode_transitions(e, lead.max_turns, cap, dreams=True) for e in episodes]
+        # as many as fit every member
+        return [g[:min(len(m.own_transitions(g)) for m in self.members)] for g in groups]
 
     def header_probs(self, ts: Sequence[Transition]) -> list[list[float]]:
         """[member][transition] probability of the transition's reply header."""

@@ -14,10 +14,12 @@ An init is one of:
 - `policy`: a float32 deep copy of the policy's LM (the default);
 - `tiny:SEED` or `tiny:SEED:RECIPE`: the built-in tiny model of that seed and recipe (built on
   first use, as `clicker init-model` does);
-- a local Hugging Face model directory.
+- a local Hugging Face model directory, with its own tokenizer;
+- `words` or `words:LAYERSxHIDDEN`: a fresh LM (random weights, the tiny model's shape by default)
+  with a tokenizer of the world's words (`clicker.dream.words`).
 
-The dreams are token ids of the policy's tokenizer, so a checkpoint must have the same
-vocabulary and EOS token; `member_model` refuses one that does not, in one line.
+A member whose tokenizer is not the policy's reads the policy's token ids through text
+(`WorldModel(source=...)`); its tokenizer needs an EOS token, which ends its replies.
 """
 
 from __future__ import annotations
@@ -25,14 +27,18 @@ from __future__ import annotations
 import copy
 from typing import Any
 
+from clicker.dream.words import fresh_lm, parse_shape, world_tokenizer
 from clicker.models.policy import Policy
+from clicker.tasks.base import World
 
 
 def parse_init(init: str) -> tuple[str, Any]:
-    """("policy", None), ("tiny", (seed, recipe)) or ("path", path) from a `dream.wm_init`
-    entry; ValueError for a malformed `tiny:` entry."""
+    """("policy", None), ("tiny", (seed, recipe)), ("words", (layers, hidden)) or ("path", path)
+    from a `dream.wm_init` entry; ValueError for a malformed `tiny:` or `words:` entry."""
     if init == "policy":
         return "policy", None
+    if init == "words" or init.startswith("words:"):
+        return "words", parse_shape(init[6:]) if init != "words" else (4, 128)
     if init.startswith("tiny:"):
         parts = init.split(":")
         if len(parts) not in (2, 3) or not parts[1].lstrip("-").isdigit():
@@ -43,22 +49,27 @@ def parse_init(init: str) -> tuple[str, Any]:
     return "path", init
 
 
-def member_model(init: str, policy: Policy) -> Any:
-    """A trainable float32 LM on the policy's device for one world model, from `init` (see the
-    module doc); its tokenizer must be the policy's."""
+def member_model(init: str, policy: Policy, world: World | None = None, seed: int = 0
+                 ) -> tuple[Any, Any]:
+    """(a trainable float32 LM on the policy's device, its tokenizer) for one world model, from
+    `init` (see the module doc). `words` builds its tokenizer from `world`'s text and its
+    weights from `seed`."""
     kind, arg = parse_init(init)
     if kind == "policy":
-        model = copy.deepcopy(policy.model).float()
+        model, tokenizer = copy.deepcopy(policy.model).float(), policy.tokenizer
+    elif kind == "words":
+        if world is None:
+            raise ValueError("world model init 'words' builds its vocabulary from the world's "
+                             "text: pass the world")
+        tokenizer = world_tokenizer(world)
+        model = fresh_lm(tokenizer, *arg, seed=seed).to(policy.device)
     else:
-        seed, recipe = arg if kind == "tiny" else (0, "default")
+        seed_, recipe = arg if kind == "tiny" else (0, "default")
         other = Policy.load(arg if kind == "path" else None, device=str(policy.device),
-                            dtype="float32", tiny_seed=seed, tiny_recipe=recipe)
-        mine, theirs = policy.tokenizer, other.tokenizer
-        if (mine.get_vocab() != theirs.get_vocab()
-                or mine.eos_token_id != theirs.eos_token_id):
-            raise ValueError(f"world model init {init!r}: its tokenizer is not the policy's "
-                             "(dreams are the policy's token ids; a world model must share its "
-                             "vocabulary and EOS token)")
-        model = other.model.float()
+                            dtype="float32", tiny_seed=seed_, tiny_recipe=recipe)
+        model, tokenizer = other.model.float(), other.tokenizer
+        if tokenizer.eos_token_id is None:
+            raise ValueError(f"world model init {init!r}: its tokenizer has no EOS token (a "
+                             "world model ends each reply with it)")
     model.requires_grad_(True)
-    return model
+    return model, tokenizer

@@ -52,11 +52,11 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 import torch
-from transformers import DynamicCache
 
 from clicker.core.types import Episode
 from clicker.dream.members import member_model
-from clicker.dream.packing import group_rows, prefix_groups
+from clicker.dream.packing import group_rows, prefix_groups, reply_nll
+from clicker.dream.reader import Reader
 from clicker.dream.transcript import (  # noqa: F401  (re-exported: the module's public names)
     FAILED,
     DreamRequest,
@@ -82,15 +82,22 @@ class WorldModel:
     `symmetry`: the world's `symmetry(rng)`, a random text map of a transcript under which the
     world's rules do not change (`clicker.tasks.keydoor.KeyDoorSymmetry`); a share cfg.augment
     of the episodes in each minibatch is renamed by a fresh one (`renamed`).
+    `source`: the tokenizer of the token ids in the episodes, transitions and requests it is
+    given (the policy's), when it is not `tokenizer`: they are read as text and encoded with
+    its own (`own`). Its buffer, state and sessions hold its own ids.
     """
 
     def __init__(self, model: Any, tokenizer: Any, cfg: WorldModelConfig, *, max_turns: int,
-                 symmetry: Callable[[random.Random], Callable[[str], str]] | None = None):
+                 symmetry: Callable[[random.Random], Callable[[str], str]] | None = None,
+                 source: Any = None):
         if cfg.augment > 0 and symmetry is None:
             raise ValueError("WorldModelConfig.augment needs the world's symmetry (a world "
                              "without a `symmetry(rng)` method cannot be renamed)")
         self.model, self.tokenizer, self.cfg, self.max_turns = model, tokenizer, cfg, max_turns
         self.symmetry = symmetry
+        # the tokenizer of the ids it is given (episodes, requests); None: they are its own
+        self.reader = Reader(source, tokenizer)
+        self.source = self.reader.source
         self.eos_id: int = tokenizer.eos_token_id
         pad = tokenizer.pad_token_id
         self.pad_id: int = pad if pad is not None else self.eos_id
@@ -118,12 +125,32 @@ class WorldModel:
 
     @classmethod
     def from_policy(cls, policy: Any, cfg: WorldModelConfig | None = None, *, max_turns: int,
-                    symmetry: Callable[[random.Random], Callable[[str], str]] | None = None
-                    ) -> WorldModel:
-        """A float32 deep copy of the policy's LM (its own weights from here on) and its
-        tokenizer (`clicker.dream.members` starts one from another checkpoint)."""
-        return cls(member_model("policy", policy), policy.tokenizer, cfg or WorldModelConfig(),
-                   max_turns=max_turns, symmetry=symmetry)
+                    symmetry: Callable[[random.Random], Callable[[str], str]] | None = None,
+                    init: str = "policy", world: Any = None) -> WorldModel:
+        """A world model for the policy's episodes, starting from `init`
+        (`clicker.dream.members`: by default a float32 deep copy of the policy's LM and its
+        tokenizer; `words` needs the world)."""
+        cfg = cfg or WorldModelConfig()
+        model, tokenizer = member_model(init, policy, world, seed=cfg.seed)
+        return cls(model, tokenizer, cfg, max_turns=max_turns, symmetry=symmetry,
+                   source=policy.tokenizer)
+
+    # ---- the ids it reads (`clicker.dream.reader`) ------------------------------------------
+
+    def own(self, ids: Sequence[int]) -> list[int]:
+        """`source` token ids as its own (the same ids when it has no other source)."""
+        return self.reader.ids(ids)
+
+    def own_transitions(self, ts: Sequence[Transition], cut: bool = True) -> list[Transition]:
+        """Transitions with their histories in its own ids; with `cut`, up to the first whose
+        history has no room left for a reply (`max_history`)."""
+        return self.reader.transitions(ts, self.max_history if cut else None)
+
+    @property
+    def history_cap(self) -> int:
+        """The longest history, in `source` ids, worth converting: `max_history` when they are
+        its own ids; else no cap (`own_transitions` cuts in its own)."""
+        return self.max_history if self.source is None else 10**9
 
     @property
     def device(self) -> torch.device:
@@ -149,6 +176,7 @@ class WorldModel:
         episodes, one turn on); otherwise starts one, prefilling each distinct state (a
         request's first `shared` tokens) once for all the requests that share it."""
         out = [FAILED] * len(requests)
+        requests = [self.reader.request(r) for r in requests]
         rows = [i for i, r in enumerate(requests) if 0 < len(r.history) <= self.max_history]
         if not rows:
             return out
@@ -188,7 +216,9 @@ class WorldModel:
     def predict_histories(self, histories: list[list[int]]) -> list[Prediction]:
         """Greedy reply to each history (one batched generation, no session). A history with
         no room left for the reply budget, a reply that never ends (no EOS within
-        max_reply_tokens) or one that does not parse gives FAILED."""
+        max_reply_tokens) or one that does not parse gives FAILED. Histories are `source`
+        ids (`own`)."""
+        histories = [self.own(h) for h in histories]
         out = [FAILED] * len(histories)
         rows = [i for i, h in enumerate(histories) if 0 < len(h) <= self.max_history]
         if not rows:
@@ -204,6 +234,7 @@ class WorldModel:
         trunk KV session: it prefills them once and then only their new tokens each turn, and
         `predict` forks candidates from it (requests whose `base` is a tracked key)."""
         self.model.eval()
+        histories = [self.own(h) for h in histories]
         if self._trunk is None or any(k not in self._trunk_rows for k in keys):
             self._trunk = self.sampler.session()
             self._trunk.sample([list(h) for h in histories], max_new_tokens=1, temperature=0.0)
@@ -235,7 +266,9 @@ class WorldModel:
         add them to the buffer, then train. Returns `dream/wm/*` metrics (empty when there was
         nothing to learn from). A random subsample of cfg.eval_max transitions is scored, and
         every event among them besides (`is_event`: rare, and what a dream's return hangs on)."""
-        groups = [episode_transitions(e, self.max_turns, self.max_history) for e in episodes]
+        groups = [episode_transitions(e, self.max_turns, self.history_cap) for e in episodes]
+        if self.source is not None:  # as many as fit in its own ids
+            groups = [g[:len(self.own_transitions(g))] for g in groups]
         groups = [g for g in groups if g]
         new = [t for g in groups for t in g]
         sample = self.rng.sample(new, self.cfg.eval_max) if len(new) > self.cfg.eval_max else new
@@ -244,9 +277,11 @@ class WorldModel:
         return metrics | self.learn(groups)
 
     def learn(self, groups: Sequence[Sequence[Transition]]) -> dict[str, float]:
-        """Add episodes' transitions to the buffer and train (`fit`); the loss and buffer size."""
+        """Add episodes' transitions (`source` ids) to the buffer and train (`fit`); the loss and
+        buffer size."""
         for g in groups:
-            self.add(g)
+            if g := self.own_transitions(g):
+                self.add(g)
         if not self.buffer:
             return {}
         return {"dream/wm/loss": self.fit(), "dream/wm/buffer": float(self.size)}
@@ -285,7 +320,7 @@ class WorldModel:
         data, events = list(data), [t for t in events if t not in inside]
         if not data and not events:
             return {}
-        preds = self.predict_histories([list(t.history) for t in data + events])
+        preds = self.predict_histories([list(t.history) for t in data + events])  # source ids
         metrics, counts = score(preds, data, events)
         self.event_log.append(counts)
         return metrics
@@ -365,47 +400,10 @@ class WorldModel:
 
     def _reply_nll(self, groups: list[tuple[list[int], list[tuple[int, list[int], float]]]],
                    per_token: bool = False) -> torch.Tensor:
-        """Summed NLL of replies given histories that are prefixes of a shared root, each
-        reply's tokens times its weight.
-
-        groups: (root token ids, [(n, reply ids, weight)]) where each history is root[:n]. Each root
-        runs through the model once (its KV cache kept with gradients, as in
-        `clicker.models.shared_prefix`); then every reply row reads the cache of its root up to
-        n - 1 and runs its history's last token and its reply but the last token (positions
-        n - 1 onwards), so its logits predict the reply. An episode's transitions cost one pass
-        over its transcript plus their replies instead of one pass per history: the same loss
-        and gradient as scoring each history + reply on its own. `per_token`: the weighted NLL
-        of each reply token instead (rows in the order of groups and items; padding 0).
-        """
-        dev, pad = self.device, self.pad_id
-        P = max(len(root) for root, _ in groups)
-        ids = torch.tensor([r + [pad] * (P - len(r)) for r, _ in groups], device=dev)
-        mask = torch.tensor([[1] * len(r) + [0] * (P - len(r)) for r, _ in groups], device=dev)
-        shared = DynamicCache(config=self.model.config)
-        self.model(input_ids=ids, attention_mask=mask, use_cache=True,
-                   **{self._cache_kw: shared}, **self._one_logit)
-        rows = [(g, n, reply) for g, (_, items) in enumerate(groups) for n, reply, _ in items]
-        weight = torch.tensor([w for _, items in groups for _, _, w in items], device=dev)
-        R = max(len(reply) for _, _, reply in rows)
-        inp = torch.tensor([[groups[g][0][n - 1]] + reply[:-1] + [pad] * (R - len(reply))
-                            for g, n, reply in rows], device=dev)
-        target = torch.tensor([reply + [pad] * (R - len(reply)) for _, _, reply in rows],
-                              device=dev)
-        on = torch.tensor([[1] * len(reply) + [0] * (R - len(reply)) for _, _, reply in rows],
-                          device=dev)
-        seen = torch.tensor([[1] * (n - 1) + [0] * (P - n + 1) for _, n, _ in rows], device=dev)
-        pos = torch.tensor([n - 1 for _, n, _ in rows], device=dev)[:, None] + torch.arange(
-            R, device=dev)
-        which = torch.tensor([g for g, _, _ in rows], device=dev)
-        cache = DynamicCache(config=self.model.config)
-        for i, layer in enumerate(shared.layers):  # each row's root, repeated (differentiably)
-            cache.update(layer.keys[which], layer.values[which], i)
-        logits = self.model(input_ids=inp, attention_mask=torch.cat([seen, on], 1),
-                            position_ids=pos, use_cache=True, **{self._cache_kw: cache}).logits
-        nll = torch.nn.functional.cross_entropy(logits.float().transpose(1, 2), target,
-                                                reduction="none")
-        nll = nll * on * weight[:, None]
-        return nll if per_token else nll.sum()
+        """Summed weighted NLL of replies given histories that share a root, one pass per root
+        (`clicker.dream.packing.reply_nll`)."""
+        return reply_nll(self.model, groups, pad_id=self.pad_id, per_token=per_token,
+                         cache_kw=self._cache_kw, one_logit=self._one_logit)
 
     # ---- checkpoints -----------------------------------------------------------------------
 
