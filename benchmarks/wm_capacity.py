@@ -16,8 +16,9 @@ kind of real step, and the mean training loss.
     python benchmarks/wm_capacity.py '{"steps": 250, "lr": 5e-4, "augment": 1.0}' 8
 
 (the JSON is `WorldModelConfig`'s fields, buffer raised to hold every episode; the second
-argument is the number of chunks; a third, `fresh`, starts the world model from random
-weights of the policy's shape instead of a copy of the policy; one thread, CPU.)"""
+argument is the number of chunks; then `fresh` starts the world model from random
+weights of the policy's shape instead of a copy of the policy, and `init=INIT` from a
+`dream.wm_init` entry instead (`init=words`: a fresh LM that reads words); one thread, CPU.)"""
 import json
 import re
 import sys
@@ -64,7 +65,7 @@ def teacher_forced(wm: WorldModel, test) -> dict[str, str]:
     'right/all'."""
     right, seen = Counter(), Counter()
     for e in test:
-        ts = episode_transitions(e, 20, wm.max_history)
+        ts = episode_transitions(e, 20, wm.history_cap)
         preds = wm.predict_histories([list(t.history) for t in ts])
         for t, p, turn in zip(ts, preds, e.turns):
             k = kind(turn.feedback)
@@ -78,8 +79,9 @@ def setup(chunks: int) -> tuple[dict, WorldModel, int]:
     to hold everything; `fresh` weights when asked) and the number of chunks."""
     eps = probe_episodes()
     cfg = WorldModelConfig(**(json.loads(sys.argv[1]) if len(sys.argv) > 1 else {}))
+    init = next((a[5:] for a in sys.argv[3:] if a.startswith("init=")), "policy")
     wm = WorldModel.from_policy(policy, replace(cfg, buffer=10**6), max_turns=20,
-                                symmetry=world.symmetry)
+                                symmetry=world.symmetry, init=init, world=world)
     if "fresh" in sys.argv[3:]:
         fresh_weights(wm.model, cfg.seed)
     return eps, wm, int(sys.argv[2]) if len(sys.argv) > 2 else chunks
@@ -90,7 +92,8 @@ def main() -> None:
     cfg = wm.cfg
     for batch in eps["train"]:
         for e in batch:
-            wm.add(episode_transitions(e, 20, wm.max_history))
+            if ts := wm.own_transitions(episode_transitions(e, 20, wm.history_cap)):
+                wm.add(ts)
     dream = DreamWorld(world, wm, policy)
     test = eps["test"][:TEST]
     print(cfg, f"buffer {wm.size} transitions; {sum(e.success for e in test)} of {len(test)} "
