@@ -11,7 +11,6 @@ from clicker.dream.ensemble import WorldModelEnsemble, header_logprobs
 from clicker.dream.transcript import Prediction, Transition
 from clicker.dream.world import OracleModel
 from clicker.dream.world_model import WorldModel
-from clicker.rollout.runner import RolloutSettings, run_episodes
 from clicker.tasks.keydoor import KeyDoor
 
 
@@ -81,12 +80,9 @@ def test_the_ensemble_drops_dreams_of_a_goal_no_member_believes(policy):
     kept (no event to judge), the 3 that reach the goal dropped: after 40 steps neither member
     has learned the goal step (the gate's cost: a goal is kept only where every member
     believes it)."""
-    world = KeyDoor(rooms=2)
-    gen = torch.Generator().manual_seed(0)
-    train = run_episodes(policy, world, "train", list(range(16)), RolloutSettings(group_size=4),
-                         gen)
-    test = run_episodes(policy, world, "test", list(range(8)), RolloutSettings(group_size=1),
-                        gen)
+    from test_dream_world_model import keydoor_episodes
+
+    world, train, test, gen = keydoor_episodes(policy, tests=8, group=1)
     d = Dreamer(DreamConfig(dyna=True, warmup_iterations=0, dyna_prompts=2, min_confidence=0.0,
                             wm_members=2, min_agreement=0.05, wm_steps=40, wm_batch=16, wm_lr=5e-4,
                             wm_eval=16),

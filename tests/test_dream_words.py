@@ -62,7 +62,7 @@ def test_a_words_world_model_learns_from_the_policys_episodes(policy):
     training (test_dream_world_model): from random weights it learns the format first."""
     from test_dream_world_model import _session_predictions_match_fresh_ones, keydoor_episodes
 
-    world, train, test = keydoor_episodes(policy)
+    world, train, test, _ = keydoor_episodes(policy)
     gen = torch.Generator().manual_seed(1)
     seen = {e.prompt for e in train}
     cfg = WorldModelConfig(lr=1e-3, steps=250, batch_size=16, micro_batch=64, eval_max=0)

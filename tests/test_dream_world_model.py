@@ -447,7 +447,7 @@ def test_world_model_learns_keydoor_transitions(policy):
     250 steps of 16 transitions (~50 s) 60% of these 96 transitions exactly, 4% malformed,
     done accuracy 91% (test transitions with a seen prompt: ~65%). Goal-reaching steps (5 of
     the 96) are not predicted yet, so reward and done accuracy sit at their base rates."""
-    world, train, test = keydoor_episodes(policy)
+    world, train, test, _ = keydoor_episodes(policy)
     seen = {e.prompt for e in train}
     cfg = WorldModelConfig(lr=5e-4, steps=250, batch_size=16, micro_batch=64, eval_max=0)
     wm = WorldModel.from_policy(policy, cfg, max_turns=world.max_turns)
@@ -465,15 +465,17 @@ def test_world_model_learns_keydoor_transitions(policy):
     _session_predictions_match_fresh_ones(policy, wm, world, test)
 
 
-def keydoor_episodes(policy) -> tuple[KeyDoor, list[Episode], list[Episode]]:
-    """keydoor (rooms=2) and the policy's episodes: 16 train prompts x 4, 32 test x 2."""
+def keydoor_episodes(policy, tests: int = 32, group: int = 2
+                     ) -> tuple[KeyDoor, list[Episode], list[Episode], torch.Generator]:
+    """keydoor (rooms=2), the policy's episodes of 16 train prompts x 4 and `tests` test
+    prompts x `group`, and the generator they were drawn from (seed 0)."""
     world = KeyDoor(rooms=2)
     gen = torch.Generator().manual_seed(0)
     train = run_episodes(policy, world, "train", list(range(16)), RolloutSettings(group_size=4),
                          gen)
-    test = run_episodes(policy, world, "test", list(range(32)), RolloutSettings(group_size=2),
-                        gen)
-    return world, train, test
+    test = run_episodes(policy, world, "test", list(range(tests)),
+                        RolloutSettings(group_size=group), gen)
+    return world, train, test, gen
 
 
 def _same(a: list[Prediction], b: list[Prediction]) -> None:
