@@ -74,3 +74,4 @@ if __name__ == "__main__":
     params, metrics = run(dp, sys.argv[2], micro=1 if fsdp else 2)
     if dp.main:
         torch.save({"params": params, "metrics": metrics}, sys.argv[1])
+    dp.close()

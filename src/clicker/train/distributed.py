@@ -49,6 +49,7 @@ class DataParallel:
     rank: int
     world: int
     sharded: bool = False  # FSDP: parameters, gradients and optimizer state split over ranks
+    owns_group: bool = False  # from_env joined the group, so close() leaves it
 
     @classmethod
     def from_env(cls, *, timeout_s: float = 600.0, sharded: bool = False
@@ -58,10 +59,11 @@ class DataParallel:
         world = int(os.environ.get("WORLD_SIZE", "1"))
         if world <= 1:
             return None
-        if not dist.is_initialized():
+        owns = not dist.is_initialized()
+        if owns:
             backend = "nccl" if torch.cuda.is_available() else "gloo"
             dist.init_process_group(backend, timeout=datetime.timedelta(seconds=timeout_s))
-        return cls(dist.get_rank(), dist.get_world_size(), sharded)
+        return cls(dist.get_rank(), dist.get_world_size(), sharded, owns)
 
     def shard_model(self, model: torch.nn.Module) -> torch.nn.Module:
         """FSDP2 in place: `fully_shard` each decoder layer (`model.model.layers`, as in Hugging
@@ -116,6 +118,16 @@ class DataParallel:
 
         set_optimizer_state_dict(model, optimizer, state,
                                  options=StateDictOptions(full_state_dict=True))
+
+    def close(self) -> None:
+        """Leave the process group once every rank got here (a barrier, then
+        `destroy_process_group`). A process that exits with its group still up can die in
+        gloo's teardown ("terminate called without an active exception", SIGABRT) while
+        another rank is still talking to it; torchrun then fails the whole run. A group the
+        caller had joined before `from_env` is left up for the caller."""
+        if self.owns_group and dist.is_initialized():
+            dist.barrier()
+            dist.destroy_process_group()
 
     def most(self, x: int) -> int:
         """The largest value of an integer over the ranks."""

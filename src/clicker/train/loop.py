@@ -446,5 +446,7 @@ def train(cfg: Config, run_dir: Path | None = None, *, resume: bool = False) -> 
                "model_fingerprint": weights_fingerprint(initial.path), "environment": environment(),
                **resources(t_start, iteration_s, policy.device)}
     write_atomic(run_dir / "summary.json", json.dumps(summary, indent=1))
+    if dp is not None:
+        dp.close()
     return summary
 
