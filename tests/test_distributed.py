@@ -141,3 +141,22 @@ def test_fsdp_refuses_what_it_cannot_shard():
         cfg = build_config({"credit": {"sources": sources, **extra}})
         with pytest.raises(ValueError, match="train.fsdp runs credit sources"):
             check_fsdp(cfg, two)
+
+
+def test_close_leaves_only_a_group_it_joined(tmp_path):
+    """`close` destroys the process group `from_env` joined (so no rank exits with gloo's
+    threads still up), and leaves up a group its caller had joined."""
+    import torch.distributed as dist
+
+    from clicker.train.distributed import DataParallel
+
+    store = dist.FileStore(str(tmp_path / "store"), 1)
+    dist.init_process_group("gloo", store=store, rank=0, world_size=1)
+    try:
+        DataParallel(0, 1).close()  # the caller's group
+        assert dist.is_initialized()
+        DataParallel(0, 1, owns_group=True).close()
+        assert not dist.is_initialized()
+    finally:
+        if dist.is_initialized():
+            dist.destroy_process_group()
