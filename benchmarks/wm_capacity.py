@@ -18,7 +18,9 @@ kind of real step, and the mean training loss.
 (the JSON is `WorldModelConfig`'s fields, buffer raised to hold every episode; the second
 argument is the number of chunks; then `fresh` starts the world model from random
 weights of the policy's shape instead of a copy of the policy, and `init=INIT` from a
-`dream.wm_init` entry instead (`init=words`: a fresh LM that reads words); one thread, CPU.)"""
+`dream.wm_init` entry instead (`init=words`: a fresh LM that reads words), and `show=KIND`
+prints every wrong teacher-forced reply of that kind of step (`show=reached the goal`); one
+thread, CPU.)"""
 import json
 import re
 import sys
@@ -29,7 +31,12 @@ from dataclasses import replace
 import torch
 
 from clicker.dream.replay import replay
-from clicker.dream.transcript import Prediction, Transition, episode_transitions
+from clicker.dream.transcript import (
+    Prediction,
+    Transition,
+    episode_transitions,
+    format_reply,
+)
 from clicker.dream.world import DreamWorld
 from clicker.dream.world_model import WorldModel, WorldModelConfig
 
@@ -60,9 +67,10 @@ def fresh_weights(model: torch.nn.Module, seed: int) -> None:
             w.fill_(1.0) if "norm" in name else w.normal_(0.0, 0.02)
 
 
-def teacher_forced(wm: WorldModel, test) -> dict[str, str]:
+def teacher_forced(wm: WorldModel, test, show: str = "") -> dict[str, str]:
     """Greedy replies right up to room labels (header and `blind` text) by kind of real step:
-    'right/all'."""
+    'right/all'. `show`: print each wrong reply of that kind (its last action, the real and
+    the predicted reply)."""
     right, seen = Counter(), Counter()
     for e in test:
         ts = episode_transitions(e, 20, wm.history_cap)
@@ -70,7 +78,13 @@ def teacher_forced(wm: WorldModel, test) -> dict[str, str]:
         for t, p, turn in zip(ts, preds, e.turns):
             k = kind(turn.feedback)
             seen[k] += 1
-            right[k] += is_right(p, t)
+            ok = is_right(p, t)
+            right[k] += ok
+            if show and k == show and not ok:
+                before = " | ".join(policy.tokenizer.decode(list(t.history)).splitlines()[-3:])
+                real = format_reply(t.reward, t.done, t.observation)
+                dreamt = format_reply(p.reward, p.done, p.observation) if p.ok else "malformed"
+                print(f"    {before!r}: real {real!r}, dreamt {dreamt!r}", flush=True)
     return {k: f"{right[k]}/{n}" for k, n in seen.most_common()}
 
 
@@ -89,6 +103,7 @@ def setup(chunks: int) -> tuple[dict, WorldModel, int]:
 
 def main() -> None:
     eps, wm, chunks = setup(8)
+    show = next((a[5:] for a in sys.argv[3:] if a.startswith("show=")), "")
     cfg = wm.cfg
     for batch in eps["train"]:
         for e in batch:
@@ -103,7 +118,7 @@ def main() -> None:
         loss = wm.fit()
         with torch.no_grad():
             done = replay(dream, test)
-            tf = teacher_forced(wm, test)
+            tf = teacher_forced(wm, test, show)
         goals = [r for r in done if r.real_return > 0]
         print(f"steps {(c + 1) * cfg.steps:5d}  loss {loss:.4f}  replay match "
               f"{sum(r.match for r in done) / len(done):.2f}  goal episodes "
