@@ -3,9 +3,11 @@ tables do: per row, seeds reached, tokens-to-target IQM with its 95% CI, final s
 then each row's world-token ratio against a reference row, IQM(reference) / IQM(row) with a
 stratified-bootstrap CI (above 1: the row needs fewer world tokens). Unreached seeds count as
 2 x budget, as in the compare report. Rows must share budget and target; their tiny-model
-fingerprints are printed so a mixed build shows.
+fingerprints are printed so a mixed build shows. `--plot PNG` draws the rows' learning curves
+in one figure (the compare report's panels: world tokens, imagined tokens, world model).
 
     python benchmarks/rows.py keydoor_long REF_RESULTS:METHOD RESULTS:METHOD [...] [--reps N]
+        [--plot PNG]
 e.g.
     python benchmarks/rows.py keydoor_long \\
         benchmarks/results/dream_fresh/results.json:value_turn_epochs7 \\
@@ -21,6 +23,7 @@ from pathlib import Path
 
 import numpy as np
 
+from clicker.experiment.report import _colours, _plot_curves
 from clicker.experiment.results import NEVER_REACHED_FACTOR, _iqm_ratio
 from clicker.experiment.stats import auc, pooled_iqm, stratified_bootstrap_ci, tokens_to_target
 
@@ -40,7 +43,7 @@ def load_row(spec: str, task: str) -> dict:
             "ttt": np.where(np.isfinite(ttt), ttt, NEVER_REACHED_FACTOR * budget),
             "final": np.array([c["success"][-1] for c in curves]),
             "auc": np.array([auc(c["world_tokens"], c["success"], budget) for c in curves]),
-            "prints": prints}
+            "prints": prints, "curves": curves}
 
 
 def ci_of(x: np.ndarray, reps: int) -> str:
@@ -53,6 +56,7 @@ def main() -> None:
     ap.add_argument("task")
     ap.add_argument("rows", nargs="+", help="RESULTS_JSON:METHOD; the first is the reference")
     ap.add_argument("--reps", type=int, default=2000)
+    ap.add_argument("--plot", type=Path, help="write the rows' learning curves to this PNG")
     args = ap.parse_args()
     rows = [load_row(s, args.task) for s in args.rows]
     if len({(r["budget"], r["target"]) for r in rows}) > 1:
@@ -70,6 +74,12 @@ def main() -> None:
               f"  AUC IQM {ci_of(r['auc'], args.reps)}\n"
               f"  world tokens: reference / this = {ratio.point:.2f}x "
               f"[{ratio.low:.2f}, {ratio.high:.2f}]")
+    if args.plot:
+        names = [r["name"] for r in rows]
+        t = {"budget": ref["budget"], "target": ref["target"],
+             "curves": {r["name"]: r["curves"] for r in rows}}
+        _plot_curves(args.task, t, names, _colours(names), args.plot)
+        print(f"\nplot: {args.plot}")
 
 
 if __name__ == "__main__":
