@@ -41,7 +41,7 @@ from clicker.train.checkpoint import (
 from clicker.train.distributed import DataParallel
 from clicker.train.metrics import MetricsLog
 from clicker.train.progress import TrainProgress
-from clicker.train.update import policy_update
+from clicker.train.update import SkipStreak, policy_update
 
 EVAL_SEED_OFFSET = 1_000_003  # eval draws are fixed per run, so curves compare like with like
 
@@ -316,7 +316,7 @@ def train(cfg: Config, run_dir: Path | None = None, *, resume: bool = False) -> 
     last_eval = first_eval
     last_batch = None  # (iteration, episodes, credit) of the newest iteration, for the gallery
     iteration_s: list[float] = []
-    skipped_in_row, stopped = 0, None  # updates skipped for non-finite values (max_skipped)
+    skips, stopped = SkipStreak(tc.max_skipped_updates), None
     try:
         for it in range(start, tc.iterations):
             if tc.world_token_budget and world_tokens >= tc.world_token_budget:
@@ -410,15 +410,7 @@ def train(cfg: Config, run_dir: Path | None = None, *, resume: bool = False) -> 
             if tc.checkpoint_every and (it + 1) % tc.checkpoint_every == 0:
                 checkpoint(it)
             done = it
-            skipped_in_row = skipped_in_row + 1 if result.skipped else 0
-            if result.skipped:
-                print(f"iteration {it}: non-finite loss or gradient, update skipped "
-                      f"({skipped_in_row} in a row)", file=sys.stderr, flush=True)
-            if tc.max_skipped_updates and skipped_in_row >= tc.max_skipped_updates:
-                stopped = (f"{skipped_in_row} updates in a row skipped for a non-finite loss "
-                           f"or gradient")
-                print(f"stopping: {stopped}; the last checkpoint holds iteration {it}",
-                      file=sys.stderr, flush=True)
+            if stopped := skips.after(it, result.skipped):
                 break
     except BaseException:
         if pool is not None:

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import sys
 from dataclasses import dataclass
 
 import torch
@@ -36,6 +37,27 @@ from clicker.train.distributed import DataParallel, full_tensor
 class UpdateResult:
     metrics: dict[str, float]
     skipped: bool  # True when a non-finite loss or gradient made us skip the step
+
+
+class SkipStreak:
+    """Updates skipped in a row for a non-finite loss or gradient (`train.max_skipped_updates`;
+    0: never stop). Each skip is reported on stderr; `after` says why the run should stop."""
+
+    def __init__(self, limit: int):
+        self.limit, self.in_row = limit, 0
+
+    def after(self, it: int, skipped: bool) -> str | None:
+        """Record iteration `it`'s update; the reason to stop the run, or None."""
+        self.in_row = self.in_row + 1 if skipped else 0
+        if skipped:
+            print(f"iteration {it}: non-finite loss or gradient, update skipped "
+                  f"({self.in_row} in a row)", file=sys.stderr, flush=True)
+        if not (self.limit and self.in_row >= self.limit):
+            return None
+        reason = f"{self.in_row} updates in a row skipped for a non-finite loss or gradient"
+        print(f"stopping: {reason}; the last checkpoint holds iteration {it}", file=sys.stderr,
+              flush=True)
+        return reason
 
 
 def _chunks(idx: torch.Tensor, n: int) -> list[torch.Tensor]:
