@@ -195,8 +195,8 @@ def test_keydoor_three_rooms_are_one_shape_so_replies_follow_from_the_transcript
     """keydoor_long (rooms=3) has one shape: the start room is the door room, with the key in
     a dead end on its other side and the goal behind the door. So every reply follows from the
     prompt and the actions except a new room's label (what a world model could learn exactly;
-    issue 7, README "after the fifteenth round"): layouts whose first observations are equal
-    up to labels answer any actions alike up to labels."""
+    issue 7, docs/dreaming_rounds.md, "after the fifteenth round"): layouts whose first
+    observations are equal up to labels answer any actions alike up to labels."""
     w, rng = KeyDoor(rooms=3, max_turns=20), random.Random(0)
     blind = {}
     for split in ("train", "test"):

@@ -305,8 +305,8 @@ class DreamConfig(_Section):
             raise ValueError("dream.judge=steps judges every step of a dream against "
                              "dream.min_agreement and cuts it at the first doubted one: set "
                              "dream.min_agreement > 0 and dream.doubt=cut (dropping whole "
-                             "dreams on any doubted step keeps the short ones, README seventh "
-                             "round)")
+                             "dreams on any doubted step keeps the short ones: the seventh "
+                             "round in docs/dreaming_rounds.md)")
         if self.wm_init:
             from clicker.dream.members import parse_init
 

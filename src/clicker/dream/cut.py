@@ -2,8 +2,9 @@
 
 `dream.doubt: drop` (the default) drops a whole Dyna dream when one of its steps is doubted.
 That selects which dreams the policy learns from, and on keydoor_long the selection favoured
-success (README, seventh round): a failure that ends early, on a malformed reply or a false end,
-holds a doubted step and is dropped, while a dream the model believes in to its goal is kept.
+success (docs/dreaming_rounds.md, seventh round): a failure that ends early, on a malformed
+reply or a false end, holds a doubted step and is dropped, while a dream the model believes in
+to its goal is kept.
 
 `dream.doubt: cut` keeps every dream up to its first doubted step instead, and ends it there
 with the value model's estimate of what would follow, the usual treatment of a truncated

@@ -1,7 +1,7 @@
 """`WorldModelEnsemble`: several world models, and their disagreement (`dream.wm_members`).
 
 A policy trained in dreams learns to go where the world model is wrong in its favour: late in
-the sixth round of issue 7 (README, "Dreaming") the dreams of a learned keydoor model succeeded
+the sixth round of issue 7 (docs/dreaming_rounds.md) the dreams of a learned keydoor model succeeded
 twice as often as real play, with up to 13% of held-out rewardless steps given a reward. The
 usual guard (PETS, Chua et al. 2018; MBPO, Janner et al. 2019; MOPO, Yu et al. 2020) is an
 ensemble: members that saw the same data through different minibatches agree where the data
@@ -16,8 +16,8 @@ teacher forced in one packed pass per member (`WorldModel._reply_nll`). The Drea
 dreams below `dream.min_agreement`. Rewardless steps are not judged, nor is observation text: a
 sampled unseen room is uncertain for every member, and rightly so. Judging every step's header
 was the first version; its minimum over a dream's steps favours short dreams, which on keydoor
-are the successful ones: in a pilot (README, seventh round) the dreams it kept succeeded
-50-75% of the time in iterations where real play succeeded 9%.
+are the successful ones: in a pilot (docs/dreaming_rounds.md, seventh round) the dreams it kept
+succeeded 50-75% of the time in iterations where real play succeeded 9%.
 
 With `dream.doubt: cut`, `dream.judge: steps` judges every step's header instead: a dream
 whose lead wrote `[r=0]` where some member gives that header less than `min_agreement` (it

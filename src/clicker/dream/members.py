@@ -2,7 +2,7 @@
 
 By default every world model (every ensemble member) starts as a copy of the policy's LM, which
 knows the text of the world. Members that start from the same weights and read the same real
-episodes make correlated errors: in issue 7's seventh round (README, "Dreaming") all three
+episodes make correlated errors: in issue 7's seventh round (docs/dreaming_rounds.md) all three
 members agreed on about as large a share of the false goals as of the true ones, and agreement
 only guards against errors the members do not share. Members started from different checkpoints
 (PETS and MBPO draw each member's initialisation independently; Osband et al. 2018 add a

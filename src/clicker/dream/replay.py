@@ -91,9 +91,9 @@ class ReplayCheck:
     The gate asks for `threshold` among the paid episodes (the real return was positive) and
     among the unpaid ones separately, each pooled over the window: where real play rarely
     succeeds, a model that never dreams a reward matches nearly every episode (on keydoor_long
-    15 of 16 once, with 0 of the paid one right: the fifteenth round, README), and those are
-    the dreams that teach nothing pays. A window without a paid episode keeps the gate shut
-    (the model's rewards are unchecked)."""
+    15 of 16 once, with 0 of the paid one right: the fifteenth round, docs/dreaming_rounds.md),
+    and those are the dreams that teach nothing pays. A window without a paid episode keeps the
+    gate shut (the model's rewards are unchecked)."""
 
     def __init__(self, episodes: int, threshold: float = 0.0, window: int = 1):
         if episodes < 0:

@@ -3,12 +3,12 @@
 The policy's tokenizer need not be the world model's. The built-in tiny policy reads one token
 per character, and a world model that starts as its copy has to find a room's exits in a list
 whose letters (n, s, e, w) are also the letters of "exits", "key", "open" and "locked". In the
-offline probes of issue 7 (README, "After the fifteenth round") that model did not learn
-keydoor_long's move rule from a whole run's data. `word_tokenizer` gives every word of the
-world's text (two letters or more, seen `min_count` times in its warmup transcripts) one token,
-and every other character its own token, so any text still encodes losslessly and decodes back
-exactly. A transcript is about 1.7x shorter than in characters, and a move's exit letters are
-tokens no word shares.
+offline probes of issue 7 (docs/dreaming_rounds.md, "After the fifteenth round") that model did
+not learn keydoor_long's move rule from a whole run's data. `word_tokenizer` gives every word of
+the world's text (two letters or more, seen `min_count` times in its warmup transcripts) one
+token, and every other character its own token, so any text still encodes losslessly and decodes
+back exactly. A transcript is about 1.7x shorter than in characters, and a move's exit letters
+are tokens no word shares.
 
 `fresh_lm` is a Llama of the tiny model's shape (or `LAYERSxHIDDEN`) with random weights for that
 vocabulary: nothing pretrained reads these tokens. The world model converts the policy's token

@@ -232,7 +232,8 @@ def execute(runs: list[Run], jobs: int) -> dict[str, str]:
     # torch threads per run from the jobs asked for, not from the runs left: a run's float
     # reductions (and so its samples) depend on its thread count, so a resumed compare whose
     # last run would otherwise get every core gives that run other numbers than the same run in
-    # an uninterrupted compare (found rerunning one seed of the fifteenth round, README)
+    # an uninterrupted compare (found rerunning one seed of the fifteenth round,
+    # docs/dreaming_rounds.md)
     threads = max(1, (os.cpu_count() or 1) // max(1, jobs))
     jobs = min(jobs, len(todo))
     _build_tiny_models(todo)
