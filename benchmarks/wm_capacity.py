@@ -20,7 +20,9 @@ argument is the number of chunks; then `fresh` starts the world model from rando
 weights of the policy's shape instead of a copy of the policy, and `init=INIT` from a
 `dream.wm_init` entry instead (`init=words`: a fresh LM that reads words), and `show=KIND`
 prints every wrong teacher-forced reply of that kind of step (`show=reached the goal`); one
-thread, CPU.)"""
+thread, CPU; `train=N` also scores the goal steps of the first N successful training
+episodes.) Goal steps are counted apart by where the door's state was last written: in the
+observation just before the move through the door, or further back."""
 import json
 import re
 import sys
@@ -75,12 +77,16 @@ def teacher_forced(wm: WorldModel, test, show: str = "") -> dict[str, str]:
     for e in test:
         ts = episode_transitions(e, 20, wm.history_cap)
         preds = wm.predict_histories([list(t.history) for t in ts])
-        for t, p, turn in zip(ts, preds, e.turns):
+        for i, (t, p, turn) in enumerate(zip(ts, preds, e.turns)):
             k = kind(turn.feedback)
+            if k == "reached the goal":  # the door's state in the last observation, or before
+                last = e.turns[i - 1].observation if i else e.prompt
+                k += (" (door in last obs)" if re.search(r"door [nsew] open", last)
+                      else " (door further back)")
             seen[k] += 1
             ok = is_right(p, t)
             right[k] += ok
-            if show and k == show and not ok:
+            if show and k.startswith(show) and not ok:
                 before = " | ".join(policy.tokenizer.decode(list(t.history)).splitlines()[-3:])
                 real = format_reply(t.reward, t.done, t.observation)
                 dreamt = format_reply(p.reward, p.done, p.observation) if p.ok else "malformed"
@@ -111,6 +117,8 @@ def main() -> None:
                 wm.add(ts)
     dream = DreamWorld(world, wm, policy)
     test = eps["test"][:TEST]
+    n = next((int(a[6:]) for a in sys.argv[3:] if a.startswith("train=")), 0)
+    train_goals = [e for batch in eps["train"] for e in batch if e.success][:n]
     print(cfg, f"buffer {wm.size} transitions; {sum(e.success for e in test)} of {len(test)} "
           "test episodes reach the goal", flush=True)
     t0 = time.time()
@@ -120,6 +128,9 @@ def main() -> None:
             done = replay(dream, test)
             tf = teacher_forced(wm, test, show)
         goals = [r for r in done if r.real_return > 0]
+        if train_goals:  # goal steps it trained on: fitted, or not even that
+            fit = teacher_forced(wm, train_goals)
+            print("    train goal steps " + str({k: v for k, v in fit.items() if "goal" in k}))
         print(f"steps {(c + 1) * cfg.steps:5d}  loss {loss:.4f}  replay match "
               f"{sum(r.match for r in done) / len(done):.2f}  goal episodes "
               f"{sum(r.match for r in goals)}/{len(goals)}  teacher-forced right up to labels {tf}  "
