@@ -21,14 +21,17 @@ weights of the policy's shape instead of a copy of the policy, and `init=INIT` f
 `dream.wm_init` entry instead (`init=words`: a fresh LM that reads words), and `show=KIND`
 prints every wrong teacher-forced reply of that kind of step (`show=reached the goal`); one
 thread, CPU; `train=N` also scores the goal steps of the first N successful training
-episodes.) Goal steps are counted apart by where the door's state was last written: in the
-observation just before the move through the door, or further back."""
+episodes; `more=K` adds K batches of train episodes on further layouts, played once and
+cached in runs/wm_probe_moreK.pt: K=24 doubles the data.) Goal steps are counted apart by
+where the door's state was last written: in the observation just before the move through the
+door, or further back."""
 import json
 import re
 import sys
 import time
 from collections import Counter
 from dataclasses import replace
+from pathlib import Path
 
 import torch
 
@@ -41,6 +44,7 @@ from clicker.dream.transcript import (
 )
 from clicker.dream.world import DreamWorld
 from clicker.dream.world_model import WorldModel, WorldModelConfig
+from clicker.rollout.runner import RolloutSettings, run_episodes
 
 sys.path.insert(0, "benchmarks")
 from wm_episode_replay import kind
@@ -107,11 +111,28 @@ def setup(chunks: int) -> tuple[dict, WorldModel, int]:
     return eps, wm, int(sys.argv[2]) if len(sys.argv) > 2 else chunks
 
 
+def more_episodes(batches: int) -> list:
+    """`batches` more batches of the initial policy's train episodes, on the layouts after the
+    cached ones (4 prompts x 8 each, as `probe_episodes`), played once and cached."""
+    if batches == 0:
+        return []
+    path = Path(f"runs/wm_probe_more{batches}.pt")
+    if path.exists():
+        return torch.load(path, weights_only=False)
+    g, settings = torch.Generator().manual_seed(1), RolloutSettings(group_size=8, max_turns=20)
+    first = 4 * len(probe_episodes()["train"])
+    out = [run_episodes(policy, world, "train", list(range(first + 4 * b, first + 4 * b + 4)),
+                        settings, generator=g) for b in range(batches)]
+    torch.save(out, path)
+    return out
+
+
 def main() -> None:
     eps, wm, chunks = setup(8)
     show = next((a[5:] for a in sys.argv[3:] if a.startswith("show=")), "")
     cfg = wm.cfg
-    for batch in eps["train"]:
+    more = next((int(a[5:]) for a in sys.argv[3:] if a.startswith("more=")), 0)
+    for batch in eps["train"] + more_episodes(more):
         for e in batch:
             if ts := wm.own_transitions(episode_transitions(e, 20, wm.history_cap)):
                 wm.add(ts)
