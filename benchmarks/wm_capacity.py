@@ -98,12 +98,17 @@ def teacher_forced(wm: WorldModel, test, show: str = "") -> dict[str, str]:
     return {k: f"{right[k]}/{n}" for k, n in seen.most_common()}
 
 
+def option(name: str, default: str) -> str:
+    """The value of a `NAME=VALUE` argument after the first two, or `default`."""
+    return next((a[len(name) + 1:] for a in sys.argv[3:] if a.startswith(name + "=")), default)
+
+
 def setup(chunks: int) -> tuple[dict, WorldModel, int]:
     """The cached episodes, a world model from the command line (config JSON, buffer raised
     to hold everything; `fresh` weights when asked) and the number of chunks."""
     eps = probe_episodes()
     cfg = WorldModelConfig(**(json.loads(sys.argv[1]) if len(sys.argv) > 1 else {}))
-    init = next((a[5:] for a in sys.argv[3:] if a.startswith("init=")), "policy")
+    init = option("init", "policy")
     wm = WorldModel.from_policy(policy, replace(cfg, buffer=10**6), max_turns=20,
                                 symmetry=world.symmetry, init=init, world=world)
     if "fresh" in sys.argv[3:]:
@@ -129,16 +134,16 @@ def more_episodes(batches: int) -> list:
 
 def main() -> None:
     eps, wm, chunks = setup(8)
-    show = next((a[5:] for a in sys.argv[3:] if a.startswith("show=")), "")
+    show = option("show", "")
     cfg = wm.cfg
-    more = next((int(a[5:]) for a in sys.argv[3:] if a.startswith("more=")), 0)
+    more = int(option("more", "0"))
     for batch in eps["train"] + more_episodes(more):
         for e in batch:
             if ts := wm.own_transitions(episode_transitions(e, 20, wm.history_cap)):
                 wm.add(ts)
     dream = DreamWorld(world, wm, policy)
     test = eps["test"][:TEST]
-    n = next((int(a[6:]) for a in sys.argv[3:] if a.startswith("train=")), 0)
+    n = int(option("train", "0"))
     train_goals = [e for batch in eps["train"] for e in batch if e.success][:n]
     print(cfg, f"buffer {wm.size} transitions; {sum(e.success for e in test)} of {len(test)} "
           "test episodes reach the goal", flush=True)
