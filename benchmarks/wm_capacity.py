@@ -24,7 +24,9 @@ thread, CPU; `train=N` also scores the goal steps of the first N successful trai
 episodes; `more=K` adds K batches of train episodes on further layouts, played once and
 cached in runs/wm_probe_moreK.pt: K=24 doubles the data.) Goal steps are counted apart by
 where the door's state was last written: in the observation just before the move through the
-door, or further back."""
+door, or further back. Each chunk also prints where the unmatched replays first went wrong
+(as `benchmarks/wm_episode_replay.py`, with one missed goal episode's real and dreamed
+transcripts) and the rewardless steps whose teacher-forced reply claimed a reward."""
 import json
 import re
 import sys
@@ -35,7 +37,6 @@ from pathlib import Path
 
 import torch
 
-from clicker.dream.replay import replay
 from clicker.dream.transcript import (
     Prediction,
     Transition,
@@ -47,7 +48,7 @@ from clicker.dream.world_model import WorldModel, WorldModelConfig
 from clicker.rollout.runner import RolloutSettings, run_episodes
 
 sys.path.insert(0, "benchmarks")
-from wm_episode_replay import kind
+from wm_episode_replay import kind, replay_steps
 from wm_replay_probe import policy, probe_episodes, world
 
 TEST = 64
@@ -75,9 +76,11 @@ def fresh_weights(model: torch.nn.Module, seed: int) -> None:
 
 def teacher_forced(wm: WorldModel, test, show: str = "") -> dict[str, str]:
     """Greedy replies right up to room labels (header and `blind` text) by kind of real step:
-    'right/all'. `show`: print each wrong reply of that kind (its last action, the real and
-    the predicted reply)."""
+    'right/all', and 'false goal': the rewardless steps whose reply claimed a reward (a model
+    that pays every move gets the goal steps right for nothing). `show`: print each wrong reply
+    of that kind (its last action, the real and the predicted reply)."""
     right, seen = Counter(), Counter()
+    false = 0
     for e in test:
         ts = episode_transitions(e, 20, wm.history_cap)
         preds = wm.predict_histories([list(t.history) for t in ts])
@@ -90,12 +93,15 @@ def teacher_forced(wm: WorldModel, test, show: str = "") -> dict[str, str]:
             seen[k] += 1
             ok = is_right(p, t)
             right[k] += ok
+            false += t.reward == 0 and p.ok and p.reward > 0
             if show and k.startswith(show) and not ok:
                 before = " | ".join(policy.tokenizer.decode(list(t.history)).splitlines()[-3:])
                 real = format_reply(t.reward, t.done, t.observation)
                 dreamt = format_reply(p.reward, p.done, p.observation) if p.ok else "malformed"
                 print(f"    {before!r}: real {real!r}, dreamt {dreamt!r}", flush=True)
-    return {k: f"{right[k]}/{n}" for k, n in seen.most_common()}
+    out = {k: f"{right[k]}/{n}" for k, n in seen.most_common()}
+    rewardless = sum(n for k, n in seen.items() if not k.startswith("reached the goal"))
+    return out | {"false goal": f"{false}/{rewardless}"}
 
 
 def option(name: str, default: str) -> str:
@@ -151,7 +157,7 @@ def main() -> None:
     for c in range(chunks):
         loss = wm.fit()
         with torch.no_grad():
-            done = replay(dream, test)
+            done, why, _ = replay_steps(dream, test)
             tf = teacher_forced(wm, test, show)
         goals = [r for r in done if r.real_return > 0]
         if train_goals:  # goal steps it trained on: fitted, or not even that
@@ -161,6 +167,8 @@ def main() -> None:
               f"{sum(r.match for r in done) / len(done):.2f}  goal episodes "
               f"{sum(r.match for r in goals)}/{len(goals)}  teacher-forced right up to labels {tf}  "
               f"{time.time() - t0:.0f}s", flush=True)
+        print("    replays' first wrong header: "
+              + ", ".join(f"{how}@{k} {n}" for (how, k), n in why.most_common(6)), flush=True)
 
 
 if __name__ == "__main__":
