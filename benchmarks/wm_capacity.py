@@ -168,7 +168,7 @@ def main() -> None:
               f"{sum(r.match for r in goals)}/{len(goals)}  teacher-forced right up to labels {tf}  "
               f"{time.time() - t0:.0f}s", flush=True)
         print("    replays' first wrong header: "
-              + ", ".join(f"{how}@{k} {n}" for (how, k), n in why.most_common(6)), flush=True)
+              + ", ".join(f"{how}@{k} {count}" for (how, k), count in why.most_common(6)), flush=True)
 
 
 if __name__ == "__main__":
