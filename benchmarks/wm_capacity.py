@@ -167,8 +167,8 @@ def main() -> None:
               f"{sum(r.match for r in done) / len(done):.2f}  goal episodes "
               f"{sum(r.match for r in goals)}/{len(goals)}  teacher-forced right up to labels {tf}  "
               f"{time.time() - t0:.0f}s", flush=True)
-        print("    replays' first wrong header: "
-              + ", ".join(f"{how}@{k} {count}" for (how, k), count in why.most_common(6)), flush=True)
+        first = ", ".join(f"{how}@{k} {count}" for (how, k), count in why.most_common(6))
+        print(f"    replays' first wrong header: {first}", flush=True)
 
 
 if __name__ == "__main__":
