@@ -26,7 +26,10 @@ cached in runs/wm_probe_moreK.pt: K=24 doubles the data.) Goal steps are counted
 where the door's state was last written: in the observation just before the move through the
 door, or further back. Each chunk also prints where the unmatched replays first went wrong
 (as `benchmarks/wm_episode_replay.py`, with one missed goal episode's real and dreamed
-transcripts) and the rewardless steps whose teacher-forced reply claimed a reward."""
+transcripts) and the rewardless steps whose teacher-forced reply claimed a reward;
+`quiet=T1,T2` also prints, for each `event_threshold` Ti, the replay match, goal episodes, goal
+steps and false goals with doubted events written again as quiet replies, from chunk
+`quiet_from=N` on (1)."""
 import json
 import re
 import sys
@@ -138,6 +141,24 @@ def more_episodes(batches: int) -> list:
     return out
 
 
+def thresholded(wm: WorldModel, dream: DreamWorld, test, threshold: float) -> str:
+    """The replay match, goal episodes replayed and teacher-forced goal steps and false goals
+    with `event_threshold` at `threshold`, and how many event replies it wrote again as quiet."""
+    cfg, before = wm.cfg, wm.quieted
+    wm.cfg = replace(cfg, event_threshold=threshold)
+    try:
+        done, why, _ = replay_steps(dream, test, show=False)
+        tf = teacher_forced(wm, test)
+    finally:
+        wm.cfg = cfg
+    goals = [r for r in done if r.real_return > 0]
+    first = ", ".join(f"{how}@{k} {count}" for (how, k), count in why.most_common(4))
+    return (f"replay match {sum(r.match for r in done) / len(done):.2f}  goal episodes "
+            f"{sum(r.match for r in goals)}/{len(goals)}  "
+            f"{ {k: v for k, v in tf.items() if 'goal' in k} }  quieted {wm.quieted - before}"
+            f"  first wrong: {first}")
+
+
 def main() -> None:
     eps, wm, chunks = setup(8)
     show = option("show", "")
@@ -153,12 +174,16 @@ def main() -> None:
     train_goals = [e for batch in eps["train"] for e in batch if e.success][:n]
     print(cfg, f"buffer {wm.size} transitions; {sum(e.success for e in test)} of {len(test)} "
           "test episodes reach the goal", flush=True)
+    quiet = [float(x) for x in option("quiet", "").split(",") if x]
     t0 = time.time()
     for c in range(chunks):
         loss = wm.fit()
         with torch.no_grad():
             done, why, _ = replay_steps(dream, test)
             tf = teacher_forced(wm, test, show)
+            for threshold in quiet if c + 1 >= int(option("quiet_from", "1")) else ():
+                print(f"    event_threshold {threshold}: "
+                      + thresholded(wm, dream, test, threshold), flush=True)
         goals = [r for r in done if r.real_return > 0]
         if train_goals:  # goal steps it trained on: fitted, or not even that
             fit = teacher_forced(wm, train_goals)

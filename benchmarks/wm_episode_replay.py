@@ -43,10 +43,11 @@ def kind(feedback: str) -> str:
     return feedback.split(";")[0][:16]
 
 
-def replay_steps(dream: DreamWorld, episodes) -> tuple[list[Replayed], Counter, Counter]:
+def replay_steps(dream: DreamWorld, episodes, show: bool = True
+                 ) -> tuple[list[Replayed], Counter, Counter]:
     """Replay each episode's actions in the dream; the Replayed results and Counters of
     (how, kind) of each unmatched episode's first reply with a wrong header and of its first
-    reply with other text."""
+    reply with other text. `show`: print one missed goal episode's transcripts."""
     first: list[tuple[str, str] | None] = [None] * len(episodes)
     text: list[tuple[str, str] | None] = [None] * len(episodes)
     envs = {}
@@ -62,7 +63,7 @@ def replay_steps(dream: DreamWorld, episodes) -> tuple[list[Replayed], Counter, 
 
     done = replay(dream, episodes, watch)
     missed = [i for i, r in enumerate(done) if r.real_return > 0 and not r.match]
-    if missed:  # one goal episode the dream missed: its real and dreamed transcripts
+    if missed and show:  # one goal episode the dream missed: its real and dreamed transcripts
         i = missed[0]
         print("real: ", repr(episodes[i].prompt + "".join(t.action + t.observation
                                                            for t in episodes[i].turns)))

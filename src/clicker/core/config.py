@@ -205,6 +205,11 @@ class DreamConfig(_Section):
                                   "greedy (its most likely reply), 1 sampled (hidden state, "
                                   "such as an unseen room, dreamed as often as the model "
                                   "believes it); its accuracy metrics are always greedy")
+    wm_event_threshold: float = Field(0.0, ge=0, le=1, description="a dreamed reply that "
+                                      "claims a reward or an end is kept only when the world "
+                                      "model gave its header this probability; otherwise it "
+                                      "is written again as a rewardless one (0: off; "
+                                      "clicker.dream.quiet)")
     wm_members: int = Field(1, ge=1, description="world models in an ensemble: the first writes "
                             "the dreams, all judge them (clicker.dream.ensemble); each trains "
                             "as one model does")

@@ -76,7 +76,8 @@ class Dreamer:
                 lr=cfg.wm_lr, steps=cfg.wm_steps, epochs=cfg.wm_epochs, batch_size=cfg.wm_batch,
                 micro_batch=cfg.wm_batch, buffer=cfg.wm_buffer, eval_max=cfg.wm_eval,
                 reward_weight=cfg.wm_reward_weight, event_share=cfg.wm_event_share,
-                augment=cfg.wm_augment, temperature=cfg.wm_temperature, seed=seed + i),
+                augment=cfg.wm_augment, temperature=cfg.wm_temperature,
+                event_threshold=cfg.wm_event_threshold, seed=seed + i),
                 max_turns=max_turns, symmetry=symmetry, init=init, world=world)
                 for i, init in enumerate(inits)]
             self.model = members[0] if len(members) == 1 else WorldModelEnsemble(members)

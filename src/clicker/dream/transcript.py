@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import math
 import re
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -21,6 +21,22 @@ def format_reply(reward: float, done: bool, observation: str) -> str:
 
     The reward is written with `:g`, so it keeps 6 significant digits."""
     return f"[r={reward:g}{' end' if done else ''}]{observation}"
+
+
+QUIET = "[r=0]"  # the header of a reply with no reward and no end (format_reply(0, False, ""))
+
+
+def header_prob(decode: Callable[[list[int]], str], tokens: Sequence[int],
+                logprobs: Sequence[float], header: str) -> float:
+    """The probability a model gave the header of a reply it wrote: the product over the
+    reply's first tokens up to the first whose text starts with `header` (`decode` turns ids
+    into text; a token that also holds the text's start counts whole); 1.0 when none does."""
+    total = 0.0
+    for k, lp in enumerate(logprobs[:len(tokens)], start=1):
+        total += lp
+        if decode(list(tokens[:k])).startswith(header):
+            return math.exp(total)
+    return 1.0
 
 
 def parse_reply(text: str) -> tuple[float, bool, str] | None:

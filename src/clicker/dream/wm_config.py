@@ -28,6 +28,10 @@ class WorldModelConfig:
     event_share: float = 0.0  # share of minibatch draws from episodes holding such a reply
     augment: float = 0.0  # share of minibatch episodes renamed by a random symmetry of the world
     temperature: float = 0.0  # of replies in dreams (`predict`): 0 greedy; evaluation is greedy
+    # a reply that claims a reward or an end is kept only when the model gave its header at
+    # least this probability; otherwise it is written again after the quiet header [r=0]
+    # (0: off). Trades missed events for fewer invented ones (`WorldModel._quiet`)
+    event_threshold: float = 0.0
     recall_window: int = 5  # observes `event_recall` pools
     seed: int = 0  # replay sampling and evaluation subsample
 
@@ -42,6 +46,9 @@ class WorldModelConfig:
             raise ValueError(f"WorldModelConfig.lr must be > 0, got {self.lr}")
         if self.temperature < 0:
             raise ValueError(f"WorldModelConfig.temperature must be >= 0, got {self.temperature}")
+        if not 0 <= self.event_threshold <= 1:
+            raise ValueError(f"WorldModelConfig.event_threshold must be in [0, 1], got "
+                             f"{self.event_threshold}")
         if not 0 <= self.augment <= 1:
             raise ValueError(f"WorldModelConfig.augment must be in [0, 1], got {self.augment}")
         if not 0 <= self.event_share <= 1:

@@ -45,7 +45,6 @@ trains on them.
 from __future__ import annotations
 
 import inspect
-import math
 import random
 from collections import deque
 from collections.abc import Callable, Sequence
@@ -56,6 +55,7 @@ import torch
 from clicker.core.types import Episode
 from clicker.dream.members import member_model
 from clicker.dream.packing import group_rows, prefix_groups, reply_nll
+from clicker.dream.quiet import parse_samples, quiet_replies
 from clicker.dream.reader import Reader
 from clicker.dream.transcript import (  # noqa: F401  (re-exported: the module's public names)
     FAILED,
@@ -111,6 +111,7 @@ class WorldModel:
         self.rng = random.Random(cfg.seed)
         self._generator: torch.Generator | None = None  # dream sampling (cfg.temperature > 0)
         self.updates = 0
+        self.quieted = 0  # event replies written again as quiet ones (cfg.event_threshold)
         # per evaluate: (events right, events, non-events given a reward, non-events)
         self.event_log: deque[tuple[int, ...]] = deque(maxlen=cfg.recall_window)
         self.sampler = Sampler(model, tokenizer, eos_id=self.eos_id, pad_id=self.pad_id)
@@ -203,7 +204,7 @@ class WorldModel:
             max_new_tokens=self.cfg.max_reply_tokens, temperature=self.cfg.temperature,
             generator=self.generator if self.cfg.temperature > 0 else None)
         self._row_of = {k: row[j] for j in order if (k := keys[j]) is not None}
-        self._parse([rows[j] for j in order], samples, out)
+        self._parse([rows[j] for j in order], samples, out, [reqs[j].history for j in order])
         return out
 
     @property
@@ -226,7 +227,7 @@ class WorldModel:
         self.model.eval()
         samples = self.sampler.sample([list(histories[i]) for i in rows],
                                       max_new_tokens=self.cfg.max_reply_tokens, temperature=0.0)
-        self._parse(rows, samples, out)
+        self._parse(rows, samples, out, [histories[i] for i in rows])
         return out
 
     def track(self, keys: list[int], histories: list[list[int]]) -> None:
@@ -247,17 +248,23 @@ class WorldModel:
         """Whether r branches from a tracked state as it now is."""
         return r.base in self._trunk_rows and self._trunk_len.get(r.base) == r.shared
 
-    def _parse(self, rows: list[int], samples: Any, out: list[Prediction]) -> None:
-        """out[rows[k]] = the parsed reply of samples' row k (left FAILED when it did not end
-        or does not parse)."""
-        for i, toks, lps, fin in zip(rows, samples.tokens, samples.logprobs, samples.finished):
-            if not fin:
-                continue
-            parsed = parse_reply(self.tokenizer.decode(toks[:-1], skip_special_tokens=True))
-            if parsed is None:
-                continue
-            reward, done, obs = parsed
-            out[i] = Prediction(obs, reward, done, math.exp(min(lps)), True)
+    def _parse(self, rows: list[int], samples: Any, out: list[Prediction],
+               histories: list[list[int]]) -> None:
+        """out[rows[k]] = the parsed reply of samples' row k to histories[k] (its own ids; left
+        FAILED when it did not end or does not parse); an event whose header the model gave
+        less than cfg.event_threshold is written again as a quiet reply (`clicker.dream.quiet`)."""
+        preds, doubted = parse_samples(self.tokenizer, samples, self.cfg.event_threshold)
+        for i, p in zip(rows, preds):
+            if p is not None:
+                out[i] = p
+        if doubted:
+            self.quieted += len(doubted)
+            hot = self.cfg.temperature > 0
+            again = quiet_replies(self.sampler, self.tokenizer, [histories[k] for k, _ in doubted],
+                                  [p for _, p in doubted], self.cfg.max_reply_tokens,
+                                  self.cfg.temperature, self.generator if hot else None)
+            for (k, _), p in zip(doubted, again):
+                out[rows[k]] = p
 
     # ---- learning --------------------------------------------------------------------------
 
