@@ -30,7 +30,8 @@ class WorldModelConfig:
     temperature: float = 0.0  # of replies in dreams (`predict`): 0 greedy; evaluation is greedy
     # a reply that claims a reward or an end is kept only when the model gave its header at
     # least this probability; otherwise it is written again after the quiet header [r=0]
-    # (0: off). Trades missed events for fewer invented ones (`WorldModel._quiet`)
+    # (0: off; evaluation too, so its metrics score the replies dreams get). Trades missed
+    # events for fewer invented ones (`clicker.dream.quiet`)
     event_threshold: float = 0.0
     recall_window: int = 5  # observes `event_recall` pools
     seed: int = 0  # replay sampling and evaluation subsample
