@@ -53,9 +53,9 @@ def test_event_threshold_rewrites_doubted_events_as_quiet_replies(random_policy)
     assert 0.55 < p < 0.97
     assert _header_p(a, history, QUIET) == pytest.approx(1 - p, abs=0.03)
 
-    def copy(threshold: float) -> WorldModel:
+    def copy(threshold: float, temperature: float = 0.0) -> WorldModel:
         wm = WorldModel.from_policy(random_policy, WorldModelConfig(
-            max_reply_tokens=24, event_threshold=threshold), max_turns=5)
+            max_reply_tokens=24, event_threshold=threshold, temperature=temperature), max_turns=5)
         wm.model.load_state_dict(a.model.state_dict())
         return wm
 
@@ -69,6 +69,11 @@ def test_event_threshold_rewrites_doubted_events_as_quiet_replies(random_policy)
         assert pred.ok and (pred.reward, pred.done, pred.observation) == (0.0, False, quiet)
         assert 0 < pred.confidence <= 1 - p + 1e-6
     assert high.quieted == 2
+    hot = copy((1 + p) / 2, temperature=1.0)  # evaluation stays greedy, rewritten replies too
+    state = hot.generator.get_state()
+    evals = [hot.predict_histories([history])[0] for _ in range(3)]
+    assert all(e == evals[0] and e.reward == 0.0 and e.observation == quiet for e in evals)
+    assert torch.equal(hot.generator.get_state(), state)
     with pytest.raises(ValueError, match="event_threshold"):
         WorldModelConfig(event_threshold=1.5)
 

@@ -204,7 +204,8 @@ class WorldModel:
             max_new_tokens=self.cfg.max_reply_tokens, temperature=self.cfg.temperature,
             generator=self.generator if self.cfg.temperature > 0 else None)
         self._row_of = {k: row[j] for j in order if (k := keys[j]) is not None}
-        self._parse([rows[j] for j in order], samples, out, [reqs[j].history for j in order])
+        self._parse([rows[j] for j in order], samples, out, [reqs[j].history for j in order],
+                    self.cfg.temperature)
         return out
 
     @property
@@ -227,7 +228,7 @@ class WorldModel:
         self.model.eval()
         samples = self.sampler.sample([list(histories[i]) for i in rows],
                                       max_new_tokens=self.cfg.max_reply_tokens, temperature=0.0)
-        self._parse(rows, samples, out, [histories[i] for i in rows])
+        self._parse(rows, samples, out, [histories[i] for i in rows], 0.0)
         return out
 
     def track(self, keys: list[int], histories: list[list[int]]) -> None:
@@ -249,20 +250,20 @@ class WorldModel:
         return r.base in self._trunk_rows and self._trunk_len.get(r.base) == r.shared
 
     def _parse(self, rows: list[int], samples: Any, out: list[Prediction],
-               histories: list[list[int]]) -> None:
+               histories: list[list[int]], temperature: float) -> None:
         """out[rows[k]] = the parsed reply of samples' row k to histories[k] (its own ids; left
         FAILED when it did not end or does not parse); an event whose header the model gave
-        less than cfg.event_threshold is written again as a quiet reply (`clicker.dream.quiet`)."""
+        less than cfg.event_threshold is written again as a quiet reply at `temperature` (the
+        samples' own: greedy in evaluation; `clicker.dream.quiet`)."""
         preds, doubted = parse_samples(self.tokenizer, samples, self.cfg.event_threshold)
         for i, p in zip(rows, preds):
             if p is not None:
                 out[i] = p
         if doubted:
             self.quieted += len(doubted)
-            hot = self.cfg.temperature > 0
             again = quiet_replies(self.sampler, self.tokenizer, [histories[k] for k, _ in doubted],
                                   [p for _, p in doubted], self.cfg.max_reply_tokens,
-                                  self.cfg.temperature, self.generator if hot else None)
+                                  temperature, self.generator if temperature > 0 else None)
             for (k, _), p in zip(doubted, again):
                 out[rows[k]] = p
 
