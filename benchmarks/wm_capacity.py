@@ -175,13 +175,14 @@ def main() -> None:
     print(cfg, f"buffer {wm.size} transitions; {sum(e.success for e in test)} of {len(test)} "
           "test episodes reach the goal", flush=True)
     quiet = [float(x) for x in option("quiet", "").split(",") if x]
+    quiet_from = int(option("quiet_from", "1"))
     t0 = time.time()
     for c in range(chunks):
         loss = wm.fit()
         with torch.no_grad():
             done, why, _ = replay_steps(dream, test)
             tf = teacher_forced(wm, test, show)
-            for threshold in quiet if c + 1 >= int(option("quiet_from", "1")) else ():
+            for threshold in quiet if c + 1 >= quiet_from else ():
                 print(f"    event_threshold {threshold}: "
                       + thresholded(wm, dream, test, threshold), flush=True)
         goals = [r for r in done if r.real_return > 0]

@@ -23,7 +23,7 @@ def format_reply(reward: float, done: bool, observation: str) -> str:
     return f"[r={reward:g}{' end' if done else ''}]{observation}"
 
 
-QUIET = "[r=0]"  # the header of a reply with no reward and no end (format_reply(0, False, ""))
+QUIET = format_reply(0.0, False, "")  # the header of a reply with no reward and no end
 
 
 def header_prob(decode: Callable[[list[int]], str], tokens: Sequence[int],
