@@ -3,8 +3,9 @@ tables do: per row, seeds reached, tokens-to-target IQM with its 95% CI, final s
 then each row's world-token ratio against a reference row, IQM(reference) / IQM(row) with a
 stratified-bootstrap CI (above 1: the row needs fewer world tokens). Unreached seeds count as
 2 x budget, as in the compare report. Rows must share budget and target; their tiny-model
-fingerprints are printed so a mixed build shows. `--plot PNG` draws the rows' learning curves
-in one figure (the compare report's panels: world tokens, imagined tokens, world model).
+fingerprints are printed so a mixed build shows, and a row whose seeds are not the reference's
+is flagged. `--plot PNG` draws the rows' learning curves in one figure (the compare report's
+panels: world tokens, imagined tokens, world model).
 
     python benchmarks/rows.py keydoor_long REF_RESULTS:METHOD RESULTS:METHOD [...] [--reps N]
         [--plot PNG]
@@ -46,6 +47,16 @@ def load_row(spec: str, task: str) -> dict:
             "prints": prints, "curves": curves}
 
 
+def seed_warning(row: dict, ref: dict) -> str | None:
+    """A line for a row whose seeds are not the reference's: its IQM, CI and ratio are over
+    other seeds (one seed: the IQM is that seed and the CI a point), so read it per seed."""
+    if row["seeds"] == ref["seeds"]:
+        return None
+    return (f"  warning: seeds {row['seeds']} are not the reference's {ref['seeds']}:\n"
+            "    its IQMs, CIs and ratio are over other seeds" + (
+                " (one seed: no spread; compare it per seed)" if len(row["seeds"]) == 1 else ""))
+
+
 def ci_of(x: np.ndarray, reps: int) -> str:
     c = stratified_bootstrap_ci({"t": x}, pooled_iqm, reps=reps)
     return f"{c.point:.3g} [{c.low:.3g}, {c.high:.3g}]"
@@ -74,6 +85,8 @@ def main() -> None:
               f"  AUC IQM {ci_of(r['auc'], args.reps)}\n"
               f"  world tokens: reference / this = {ratio.point:.2f}x "
               f"[{ratio.low:.2f}, {ratio.high:.2f}]")
+        if warning := seed_warning(r, ref):
+            print(warning)
     if args.plot:
         names = [r["name"] for r in rows]
         t = {"budget": ref["budget"], "target": ref["target"],

@@ -27,8 +27,8 @@ TINY_TASK = {
 
 
 def tiny_spec(**kw):
-    return load_spec(None, tasks=["tiny_add"], methods=["grpo", "value"], seeds=1, jobs=2,
-                     task_defs={"tiny_add": TINY_TASK}, reps=200, **kw)
+    return load_spec(None, **{"tasks": ["tiny_add"], "methods": ["grpo", "value"], "seeds": 1,
+                              "jobs": 2, "task_defs": {"tiny_add": TINY_TASK}, "reps": 200, **kw})
 
 
 @pytest.mark.slow
@@ -89,6 +89,10 @@ def test_compare_runs_reports_and_resumes(tiny_dir, tmp_path):
     # A run interrupted before its first checkpoint starts again from scratch.
     shutil.rmtree(runs["value"].run_dir / "checkpoints")
     (runs["value"].run_dir / "summary.json").unlink()
+    part = compare(tiny_spec(), out, report_only=True)["tasks"]["tiny_add"]  # its rows say so
+    assert part["unfinished"] == [runs["value"].name] and list(part["methods"]) == ["grpo"]
+    html = (out / "report.html").read_text()
+    assert "unfinished and not in these rows" in html and runs["value"].name in html
     compare(tiny_spec(), out)
     assert (runs["value"].run_dir / "summary.json").is_file()
 
@@ -125,6 +129,12 @@ def test_cli_compare_bad_input_is_one_line(tmp_path):
                        check=False)
     assert r.returncode == 2
     assert len(r.stderr.strip().splitlines()) == 1 and "unknown method 'nope'" in r.stderr
+    assert not (tmp_path / "c").exists()
+    r = subprocess.run([sys.executable, "-m", "clicker.cli", "compare", "--methods", "grpo",
+                        "--seeds", "2", "--only-seeds", "1,2", "--out", str(tmp_path / "c")],
+                       capture_output=True, text=True, env=env, check=False)
+    assert r.returncode == 2 and len(r.stderr.strip().splitlines()) == 1
+    assert "only seed 2: this compare has seeds 0..1" in r.stderr
     assert not (tmp_path / "c").exists()
 
 
@@ -238,3 +248,33 @@ def test_a_runs_threads_follow_the_jobs_asked_for_not_the_runs_left(tmp_path, mo
         (r.run_dir / "summary.json").write_text("{}")
     runs_mod.execute(rs, jobs=2)
     assert seen == {"jobs": 1, "threads": 2, "todo": 1}
+
+
+def test_only_seeds_and_methods_run_part_of_a_compare(tmp_path, monkeypatch):
+    """--only-seeds / --only-methods run the chosen runs with the whole compare's jobs (so the
+    same threads, so the same samples); the spec, and so the report, stays whole; a seed or
+    method outside the compare is refused in one line."""
+    from clicker.cli import _seed_list
+    from clicker.experiment import compare as compare_mod
+
+    seen = {}
+    monkeypatch.setattr(compare_mod, "execute", lambda todo, jobs: seen.update(
+        names=sorted(r.name for r in todo), jobs=jobs) or {})
+    spec = tiny_spec(seeds=4)
+    out = tmp_path / "cmp"
+    results = compare(spec, out, only_seeds=[1, 3], only_methods=["value"])
+    assert seen["jobs"] == 2  # the spec's jobs, not the 2 runs' count
+    assert seen["names"] == sorted(r.name for r in plan(spec, out)
+                                   if r.method == "value" and r.seed in (1, 3))
+    assert len(seen["names"]) == 2 and results["seeds"] == 4  # the spec is whole
+    assert len(results["unfinished"]) == 8  # every run of the spec is reported on, none ran
+    compare(spec, out, only_seeds=[0])
+    assert len(seen["names"]) == 2 and all(n.endswith("seed0") for n in seen["names"])
+    for kw, needle in [({"only_seeds": [4]}, "seeds 0..3"),
+                       ({"only_methods": ["rloo"]}, "not among the compare's methods")]:
+        with pytest.raises(ConfigError, match=needle):
+            compare(spec, out, **kw)
+    assert _seed_list("0,2-3") == [0, 2, 3] and _seed_list(None) is None
+    for bad in ("a", "3-1"):
+        with pytest.raises(ConfigError, match="--only-seeds"):
+            _seed_list(bad)

@@ -123,6 +123,23 @@ def _names(text: str | None) -> list[str] | None:
     return [n.strip() for n in text.split(",") if n.strip()] if text else None
 
 
+def _seed_list(text: str | None) -> list[int] | None:
+    """'1,3' or '1-4' or '0,2-3' -> sorted seeds; None if not given."""
+    if not text:
+        return None
+    seeds: set[int] = set()
+    for part in _names(text) or []:
+        lo, dash, hi = part.partition("-")
+        try:
+            a, b = int(lo), int(hi if dash else lo)
+        except ValueError:
+            raise ConfigError(f"--only-seeds {text!r}: expected seeds like 1,3 or 1-4") from None
+        if b < a:
+            raise ConfigError(f"--only-seeds {text!r}: range {part} runs backwards")
+        seeds.update(range(a, b + 1))
+    return sorted(seeds)
+
+
 @app.command()
 def compare(
     spec: Annotated[Path | None, typer.Argument(help="YAML compare spec (optional)")] = None,
@@ -137,10 +154,17 @@ def compare(
     set_: SetOpt = [],  # noqa: B006
     out: Annotated[Path, typer.Option(help="output directory")] = Path("runs/compare"),
     report_only: Annotated[bool, typer.Option(help="no training: report finished runs")] = False,
+    only_seeds: Annotated[str | None, typer.Option(
+        help="run only these seeds, e.g. 1,3 or 1-4 (the report covers every finished run)")] = None,
+    only_methods: Annotated[str | None, typer.Option(
+        help="run only these methods, comma-separated (the report covers every finished run)")
+    ] = None,
 ) -> None:
     """Compare credit methods on tasks at equal world-token budgets over seeds; write a report.
 
     Runs are resumable: run the same command again to continue an interrupted compare.
+    --only-seeds / --only-methods run part of a compare (spread its seeds over sessions or
+    machines, or rerun some) with the same configs and threads as the whole compare.
     Methods, tasks and presets: `clicker.experiment.compare` (METHODS, TASKS, PRESETS).
     """
     from clicker.experiment.compare import compare as run_compare
@@ -155,7 +179,8 @@ def compare(
             raise ConfigError(f"--lr {item!r}: expected METHOD=FLOAT") from None
     s = load_spec(spec, preset=preset, tasks=_names(tasks), methods=_names(methods), seeds=seeds,
                   budget=budget, target=target, jobs=jobs, lr=lrs, set=list(set_))
-    results = run_compare(s, out, report_only=report_only)
+    results = run_compare(s, out, report_only=report_only, only_seeds=_seed_list(only_seeds),
+                          only_methods=_names(only_methods))
     if results["tasks"]:
         typer.echo(f"report: {(out / 'report.html').resolve()}")
     else:

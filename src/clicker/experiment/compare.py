@@ -53,7 +53,7 @@ from clicker.experiment.stats import probability_of_improvement
 from clicker.models.fingerprint import environments_of, mixed_fingerprints
 
 __all__ = ["METHODS", "PRESETS", "TASKS", "CompareSpec", "Run", "compare", "is_done",
-           "load_spec", "plan"]
+           "load_spec", "plan", "select_runs"]
 
 GALLERY_PER_METHOD = 2  # episodes per method and task in results.json / the report
 
@@ -265,6 +265,8 @@ def collect(spec: CompareSpec, runs: list[Run]) -> dict[str, Any]:
         res["environments"] = environments_of(named)  # the libraries behind each build
         if mixed := mixed_fingerprints(named):  # rows from several model builds
             res["mixed_weights"] = mixed
+        if missing := [n for n in results["unfinished"] if n.startswith(f"{task}/")]:
+            res["unfinished"] = missing  # not in the rows (a part run with --only-seeds?)
         res["gallery"] = {m: g[:GALLERY_PER_METHOD] for m, g in gallery.items()}
         results["tasks"][task] = res
     for method in spec.methods or []:
@@ -277,13 +279,37 @@ def collect(spec: CompareSpec, runs: list[Run]) -> dict[str, Any]:
     return results
 
 
-def compare(spec: CompareSpec, out: Path, *, report_only: bool = False) -> dict[str, Any]:
-    """Run (or resume) every run of the spec, then write results.json, PNGs and report.html.
-    Raises RuntimeError after writing the report if any run failed."""
+def select_runs(spec: CompareSpec, runs: list[Run], seeds: list[int] | None = None,
+                methods: list[str] | None = None) -> list[Run]:
+    """The runs among `runs` with a seed in `seeds` and a method in `methods` (None: any). The
+    spec stays whole, so the others keep their run dirs and the report covers every finished
+    run: a compare's seeds can be spread over sessions or machines, or some of them rerun."""
+    n = spec.seeds or 1
+    if seeds is not None:
+        bad = sorted(s for s in seeds if not 0 <= s < n)
+        if bad:
+            raise ConfigError(f"only seed {bad[0]}: this compare has seeds 0..{n - 1} (raise "
+                              "seeds to add more)")
+    if methods is not None:
+        bad_m = [m for m in methods if m not in (spec.methods or [])]
+        if bad_m:
+            raise ConfigError(f"only method {bad_m[0]!r} is not among the compare's methods: "
+                              f"{', '.join(spec.methods or [])}")
+    return [r for r in runs if (seeds is None or r.seed in seeds)
+            and (methods is None or r.method in methods)]
+
+
+def compare(spec: CompareSpec, out: Path, *, report_only: bool = False,
+            only_seeds: list[int] | None = None,
+            only_methods: list[str] | None = None) -> dict[str, Any]:
+    """Run (or resume) every run of the spec (or those `select_runs` picks with `only_seeds`
+    and `only_methods`), then write results.json, PNGs and report.html over every finished run
+    of the spec. Raises RuntimeError after writing the report if any run failed."""
     from clicker.experiment.report import write_report
     from clicker.train.checkpoint import write_atomic
 
     runs = plan(spec, out)
+    chosen = select_runs(spec, runs, only_seeds, only_methods)
     for r in runs:
         check_same_config(r)
     out.mkdir(parents=True, exist_ok=True)
@@ -291,7 +317,9 @@ def compare(spec: CompareSpec, out: Path, *, report_only: bool = False) -> dict[
                                                       sort_keys=False))
     failures: dict[str, str] = {}
     if not report_only:
-        failures = execute(runs, spec.jobs or default_jobs(runs))
+        # jobs (and so each run's threads) from the whole compare: a run picked alone gets the
+        # threads it would have had among all of them, and with them the same samples
+        failures = execute(chosen, spec.jobs or default_jobs(runs))
     results = collect(spec, runs)
     results["failed"] = failures
     write_atomic(out / "results.json", json.dumps(results, indent=1))

@@ -34,7 +34,7 @@ from typing import Any
 
 import numpy as np
 
-from clicker.experiment.results import mixed_weights_warning
+from clicker.experiment.results import mixed_weights_warning, unfinished_note
 from clicker.experiment.stats import interpolate_curve, stratified_bootstrap_ci
 
 GRID_POINTS = 201
@@ -393,6 +393,8 @@ def _task_section(i: int, task: str, t: dict, methods: list[str], baseline: str 
              _table(t, methods, baseline),
              (f'<p class="note"><b>{html.escape(mixed_weights_warning(t["mixed_weights"]))}'
               '</b></p>' if t.get("mixed_weights") else ""),
+             (f'<p class="note">{html.escape(unfinished_note(t["unfinished"]))}</p>'
+              if t.get("unfinished") else ""),
              _img("cost", cost_png, w_cost, f"cost per run of {task}"),
              _gallery(t, methods, "gallery" if i == 0 else f"gallery-{i}")]
     if t.get("config"):

@@ -178,6 +178,14 @@ def print_tables(results: dict[str, Any]) -> None:
         console.print(table)
         if res.get("mixed_weights"):
             console.print(mixed_weights_warning(res["mixed_weights"]))
+        if res.get("unfinished"):
+            console.print(unfinished_note(res["unfinished"]))
+
+
+def unfinished_note(names: list[str]) -> str:
+    """One line for a task some of whose runs are not finished (so not in its rows)."""
+    return (f"note: {len(names)} run(s) of this task are unfinished and not in these rows "
+            f"(the rows' seed counts say which methods): {', '.join(names)}")
 
 
 def mixed_weights_warning(mixed: dict[str, list[str]]) -> str:
