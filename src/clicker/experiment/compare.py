@@ -13,10 +13,12 @@ properly (IQM, stratified-bootstrap 95 % CIs, probability of improvement over GR
 Runs go to parallel worker processes (`jobs`; each run gets its own process, so its peak memory
 is its own) with one live display for all of them. An interrupted compare resumes: a finished
 run (summary.json) is reused after checking its config is the one asked for, a run with a
-checkpoint continues from it, a run interrupted before its first checkpoint starts again. A task
-whose runs started from different weights (a tiny model rebuilt in another environment between
-sessions; `clicker.models.fingerprint`) is flagged: `mixed_weights` in results.json, a warning
-under its table and in the report.
+checkpoint continues from it, a run interrupted before its first checkpoint starts again.
+`only_seeds` / `only_methods` (`--only-seeds`, `--only-methods`) run part of a compare with the
+whole compare's jobs and so threads; its report covers every finished run and names the
+unfinished ones. A task whose runs started from different weights (a tiny model rebuilt in
+another environment between sessions; `clicker.models.fingerprint`) is flagged: `mixed_weights`
+in results.json, a warning under its table and in the report.
 
 Tokens to target: first crossing of the held-out curve, linear between eval points. A run that
 has not crossed by the budget is censored and scored as NEVER_REACHED_FACTOR x budget (PAR-2), a
