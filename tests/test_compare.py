@@ -230,6 +230,22 @@ def test_benchmark_specs_of_record_plan_their_runs(tmp_path):
                         for r in turn)
 
 
+def test_every_shipped_benchmark_spec_plans_and_names_its_command(tmp_path):
+    """Each benchmarks/*.yaml the README and docs point to still loads and plans against the
+    current config (a renamed or removed field would otherwise surface hours into a rerun),
+    and its header gives the command that runs it."""
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    specs = sorted((root / "benchmarks").glob("*.yaml"))
+    assert len(specs) >= 20
+    for path in specs:
+        spec = load_spec(path)
+        assert len(plan(spec, tmp_path / path.stem)) == (
+            len(spec.tasks) * len(spec.methods) * spec.seeds), path.name
+        assert f"clicker compare benchmarks/{path.name}" in path.read_text(), path.name
+
+
 def test_a_runs_threads_follow_the_jobs_asked_for_not_the_runs_left(tmp_path, monkeypatch):
     """A resumed compare with one run left gives it the threads it would have had in the
     whole compare (cores // jobs): its samples depend on its thread count."""
