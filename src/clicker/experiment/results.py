@@ -184,8 +184,8 @@ def print_tables(results: dict[str, Any]) -> None:
 
 def unfinished_note(names: list[str]) -> str:
     """One line for a task some of whose runs are not finished (so not in its rows)."""
-    return (f"note: {len(names)} run(s) of this task are unfinished and not in these rows "
-            f"(the rows' seed counts say which methods): {', '.join(names)}")
+    return (f"note: {len(names)} run(s) of this task are unfinished and not in these rows: "
+            f"{', '.join(names)}")
 
 
 def mixed_weights_warning(mixed: dict[str, list[str]]) -> str:
